@@ -1,0 +1,426 @@
+/*
+** group.c
+** Task groups: children, error collection into one ErrorGroup, the exit
+** algorithm (cancel on first error, wait for every child), tg:start with
+** task_status:started, and what happens when a task finishes.
+*/
+
+#include <string.h>
+
+#include "internal.h"
+
+#define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
+
+static struct group *check_group (lua_State *L, int idx, const char *fname) {
+  struct group *g = luaL_testudata(L, idx, TETHER_GROUP_MT);
+  if (g == NULL)
+    tether__fname_error(L, fname,
+                        "expected a task group as self (use a colon: "
+                        "tg:%s(...)), got %s",
+                        strchr(fname, ':') + 1, luaL_typename(L, idx));
+  return g;
+}
+
+/*
+** [-1, +0, m] records the error on top as raised by task 'source': appends
+** it, its traceback and the task's name to the group's error lists, which
+** become the ErrorGroup raised at exit.
+*/
+static void record_error (lua_State *L, struct group *g, struct task *source) {
+  lua_Integer n;
+  if (g->errors_ref == LUA_NOREF) {
+    lua_createtable(L, 0, 4);
+    lua_newtable(L);
+    lua_setfield(L, -2, "errors");
+    lua_newtable(L);
+    lua_setfield(L, -2, "tracebacks");
+    lua_newtable(L);
+    lua_setfield(L, -2, "tasks");
+    g->errors_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, g->errors_ref);
+  lua_getfield(L, -1, "errors");
+  n = (lua_Integer)lua_rawlen(L, -1) + 1;
+  lua_pushvalue(L, -3);
+  lua_rawseti(L, -2, n);
+  lua_getfield(L, -2, "tracebacks");
+  tether__push_traceback(L, source);
+  lua_rawseti(L, -2, n);
+  lua_getfield(L, -3, "tasks");
+  tether__push_name(L, source);
+  lua_rawseti(L, -2, n);
+  lua_pop(L, 5);
+}
+
+/* Wakes the host waiting in the group's exit once nothing keeps it open. */
+static void maybe_done (struct group *g) {
+  if (g->waiting && g->nchildren == 0 && g->pending_starts == 0) {
+    g->waiting = 0;
+    tether__wake(g->host, WAKE_OK);
+  }
+}
+
+/* [-0, +0, m] pushes 'n' values from the top of 'from' to a parked task. */
+static void push_for (struct task *to, lua_State *from, int n) {
+  lua_xmove(from, to->L, n);
+  to->nresume += n;
+}
+
+/*
+** A task finished (its thread holds [ok, results...] or [false, error]).
+** A tg:start child that has not started reports to its starter; a group
+** child records its error and cancels its siblings. 'L' is scratch space.
+*/
+void tether__task_finished (lua_State *L, struct task *t, int ok) {
+  struct group *g = t->group;
+  struct task *starter = t->starter;
+  if (starter != NULL) {
+    t->starter = NULL;
+    g->pending_starts--;
+    if (ok && t->started)
+      tether__wake(starter, WAKE_OK); /* its value is already pushed */
+    else {
+      if (t->started)
+        lua_settop(starter->L, lua_gettop(starter->L) - 1);
+      starter->nresume = 0;
+      if (ok)
+        lua_pushliteral(L, "tg:start: the task returned without calling "
+                           "task_status:started()");
+      else {
+        lua_pushvalue(t->L, -1);
+        lua_xmove(t->L, L, 1);
+      }
+      push_for(starter, L, 1);
+      tether__wake(starter, WAKE_ERROR);
+    }
+    maybe_done(g);
+    return;
+  }
+  if (g == NULL)
+    return; /* the main task: tether.run takes its outcome */
+  if (!ok && !tether__is_class(t->L, -1, "Cancelled")) {
+    lua_pushvalue(t->L, -1);
+    lua_xmove(t->L, L, 1);
+    record_error(L, g, t);
+    tether__cancel(g->scope, CAUSE_CHILD_ERROR);
+  }
+  queue_remove(&t->child_node);
+  g->nchildren--;
+  maybe_done(g);
+}
+
+/* {====================================================================
+** Entering and exiting: tether.task_group(fn, ...)
+** ===================================================================== */
+
+/*
+** The host waits in the exit; that wait is not a cancel point. If
+** cancellation reaches the host there, the group's scope counts as
+** cancelled (its children are cancelled by the same walk) and the host
+** keeps waiting.
+*/
+static int exit_abort (struct task *t) {
+  struct group *g = t->wait_data;
+  g->cancelled = 1;
+  if (!g->scope->cancel_called) {
+    g->scope->cancel_called = 1;
+    g->scope->cause = CAUSE_OUTER;
+  }
+  return 0;
+}
+
+/* Leaves the group: raises its ErrorGroup or Cancelled, or returns the
+   body's results (on the stack above the group and the handler). */
+static int finish (lua_State *L, struct group *g, struct task *t) {
+  int ok = 1;
+  g->state = GROUP_EXITED;
+  if (g->errors_ref != LUA_NOREF) {
+    lua_settop(L, 2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g->errors_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, g->errors_ref);
+    g->errors_ref = LUA_NOREF;
+    lua_getfield(L, -1, "errors");
+    lua_pushfstring(L, "%d error(s) raised in a task group",
+                    (int)lua_rawlen(L, -1));
+    lua_setfield(L, -3, "message");
+    lua_pop(L, 1);
+    tether__set_class(L, -1, "ErrorGroup");
+    ok = 0;
+  }
+  else if (g->cancelled) {
+    lua_settop(L, 2);
+    tether__push_cancelled(L, t);
+    ok = 0;
+  }
+  if (tether__scope_exit(L, t, g->scope, ok))
+    return 0;
+  if (!ok)
+    return lua_error(L);
+  return lua_gettop(L) - 2;
+}
+
+static int exit_k (lua_State *L, int status, lua_KContext k);
+
+/* Waits for every child (a schedule point even when there is none). */
+static int wait_children (lua_State *L, struct group *g, struct task *t) {
+  if (g->nchildren > 0 || g->pending_starts > 0) {
+    g->waiting = 1;
+    g->yielded = 1;
+    t->wait_data = g;
+    return tether__park(L, t, exit_abort, 0, exit_k);
+  }
+  if (!g->yielded) {
+    g->yielded = 1;
+    return tether__reschedule(L, t, 0, exit_k);
+  }
+  return finish(L, g, t);
+}
+
+static int exit_k (lua_State *L, int status, lua_KContext k) {
+  (void)status;
+  (void)k;
+  return wait_children(L, lua_touserdata(L, 1), CTX(L)->current);
+}
+
+/* The body returned or raised: record its error, then wait for children. */
+static int body_k (lua_State *L, int status, lua_KContext k) {
+  struct group *g = lua_touserdata(L, 1);
+  struct task *t = CTX(L)->current;
+  (void)k;
+  if (status != LUA_OK && status != LUA_YIELD) {
+    if (tether__is_class(L, -1, "Cancelled")) {
+      g->cancelled = 1;
+      lua_pop(L, 1);
+    }
+    else {
+      record_error(L, g, t);
+      tether__cancel(g->scope, CAUSE_CHILD_ERROR);
+    }
+  }
+  return wait_children(L, g, t);
+}
+
+/* tether.task_group(fn, ...): fn(tg, ...) then wait for all children. */
+int core_task_group (lua_State *L) {
+  struct ctx *c = CTX(L);
+  struct task *t;
+  struct group *g;
+  if (!tether__is_callable(L, 1))
+    return tether__fname_error(L, "tether.task_group",
+                               "expected a function as the group's body, "
+                               "got %s",
+                               luaL_typename(L, 1));
+  t = tether__check_task(L, c, "tether.task_group");
+  g = lua_newuserdatauv(L, sizeof *g, 1);
+  memset(g, 0, sizeof *g);
+  queue_init(&g->children);
+  g->errors_ref = LUA_NOREF;
+  luaL_setmetatable(L, TETHER_GROUP_MT);
+  g->scope = tether__new_scope(L);
+  lua_setiuservalue(L, -2, 1);
+  g->host = t;
+  g->state = GROUP_ACTIVE;
+  tether__scope_enter(L, t, g->scope);
+  /* [fn, args..., g] -> [g, msgh, fn, g, args...] */
+  lua_insert(L, 1);
+  lua_pushcfunction(L, tether__msgh);
+  lua_insert(L, 2);
+  lua_pushvalue(L, 1);
+  lua_insert(L, 4);
+  return body_k(L,
+                lua_pcallk(L, lua_gettop(L) - 3, LUA_MULTRET, 2, 0, body_k),
+                0);
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Starting children
+** ===================================================================== */
+
+/*
+** Parses "[name,] fn, ..." after self; returns the index of fn. The name,
+** if any, is at fn - 1.
+*/
+static int task_args (lua_State *L, const char *fname, struct group *g) {
+  int fn = 2;
+  if (lua_type(L, 2) == LUA_TSTRING && !lua_isnoneornil(L, 3))
+    fn = 3;
+  if (!tether__is_callable(L, fn))
+    tether__fname_error(L, fname, "expected a %sfunction to run, got %s",
+                        fn == 2 ? "task name or " : "",
+                        luaL_typename(L, fn));
+  if (g->state != GROUP_ACTIVE)
+    tether__fname_error(L, fname,
+                        "this task group has exited; no new tasks can be "
+                        "started in it (start them while tether.task_group "
+                        "is still running)");
+  return fn;
+}
+
+/* tg:start_soon([name,] fn, ...) */
+static int group_start_soon (lua_State *L) {
+  struct ctx *c = CTX(L);
+  struct group *g = check_group(L, 1, "tg:start_soon");
+  int fn = task_args(L, "tg:start_soon", g);
+  struct task *t;
+  if (fn == 2) {
+    lua_pushnil(L); /* no name */
+    lua_insert(L, 2);
+  }
+  t = tether__spawn(L, c, lua_gettop(L) - 3, g->scope, g, g->host->id);
+  queue_insert_tail(&g->children, &t->child_node);
+  g->nchildren++;
+  return 0;
+}
+
+/* Moves a started child from under its starter into the group. */
+static void adopt (struct group *g, struct task *child) {
+  struct scope *outer = NULL, *s;
+  for (s = child->scope; s != NULL && s->host == child; s = s->parent)
+    outer = s;
+  child->starter = NULL;
+  child->parent_id = g->host->id;
+  g->pending_starts--;
+  queue_insert_tail(&g->children, &child->child_node);
+  g->nchildren++;
+  if (outer != NULL) {
+    queue_remove(&outer->node);
+    outer->parent = g->scope;
+    queue_insert_tail(&g->scope->children, &outer->node);
+    tether__propagate(outer);
+  }
+  else {
+    tether__task_set_scope(child, g->scope);
+    if (g->scope->effective)
+      tether__abort(child);
+  }
+}
+
+static int start_abort (struct task *t) {
+  (void)t; /* the child is inside the same scopes: wait for it to finish */
+  return 0;
+}
+
+static int start_k (lua_State *L, int status, lua_KContext base) {
+  struct task *t = CTX(L)->current;
+  (void)status;
+  tether__check_wake(L, t);
+  return lua_gettop(L) - (int)base;
+}
+
+/* tg:start([name,] fn, ...): runs fn(task_status, ...) until it calls
+   task_status:started(value); returns value. */
+static int group_start (lua_State *L) {
+  struct ctx *c = CTX(L);
+  struct group *g = check_group(L, 1, "tg:start");
+  int fn = task_args(L, "tg:start", g);
+  struct task *t = tether__check_task(L, c, "tg:start");
+  struct task_status *st;
+  struct task *child;
+  int base;
+  if (fn == 2) {
+    lua_pushnil(L);
+    lua_insert(L, 2);
+  }
+  st = lua_newuserdatauv(L, sizeof *st, 0);
+  st->task = NULL;
+  luaL_setmetatable(L, TETHER_STATUS_MT);
+  lua_insert(L, 4); /* [g, name, fn, status, args...] */
+  child = tether__spawn(L, c, lua_gettop(L) - 3, t->scope, g, t->id);
+  st->task = child;
+  st->gen = child->gen;
+  child->starter = t;
+  g->pending_starts++;
+  base = lua_gettop(L);
+  return tether__park(L, t, start_abort, base, start_k);
+}
+
+/* task_status:started([value]) */
+static int status_started (lua_State *L) {
+  struct task_status *st = luaL_testudata(L, 1, TETHER_STATUS_MT);
+  struct task *child, *starter;
+  if (st == NULL)
+    return tether__fname_error(L, "task_status:started",
+                               "expected a task status as self (use a "
+                               "colon: task_status:started(value)), got %s",
+                               luaL_typename(L, 1));
+  child = st->task;
+  if (child == NULL || child->gen != st->gen || child->state == TASK_DONE)
+    return tether__fname_error(L, "task_status:started",
+                               "the task has already finished");
+  if (child->started)
+    return tether__fname_error(L, "task_status:started",
+                               "called twice for the same task");
+  child->started = 1;
+  starter = child->starter;
+  lua_settop(L, 2);
+  if (!lua_checkstack(starter->L, 2))
+    return luaL_error(L, "not enough memory");
+  if (!starter->scope->effective)
+    adopt(child->group, child);
+  push_for(starter, L, 1);
+  if (child->starter == NULL)
+    tether__wake(starter, WAKE_OK);
+  /* else: the starter is cancelled, so started() changes nothing; the value
+     waits on its stack in case the child finishes without a checkpoint. */
+  return 0;
+}
+
+/* }==================================================================== */
+
+static int group__index (lua_State *L) {
+  const char *key = lua_tostring(L, 2);
+  check_group(L, 1, "tg:__index");
+  if (key != NULL && strcmp(key, "cancel_scope") == 0) {
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(2)); /* methods */
+  return 1;
+}
+
+static int group__gc (lua_State *L) {
+  struct group *g = lua_touserdata(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, g->errors_ref);
+  g->errors_ref = LUA_NOREF;
+  return 0;
+}
+
+static int group__tostring (lua_State *L) {
+  struct group *g = check_group(L, 1, "tg:__tostring");
+  lua_pushfstring(L, "tether.TaskGroup (%s, %d children): %p",
+                  g->state == GROUP_ACTIVE ? "active" : "exited",
+                  g->nchildren, (void *)g);
+  return 1;
+}
+
+/* Creates the TaskGroup and TaskStatus metatables; the ctx is on top. */
+void tether__open_group (lua_State *L) {
+  static const luaL_Reg methods[] = {{"start_soon", group_start_soon},
+                                     {"start", group_start},
+                                     {NULL, NULL}};
+  static const luaL_Reg metamethods[] = {{"__gc", group__gc},
+                                         {"__tostring", group__tostring},
+                                         {NULL, NULL}};
+  static const luaL_Reg status_methods[] = {{"started", status_started},
+                                            {NULL, NULL}};
+  int ctx = lua_absindex(L, -1);
+  luaL_newmetatable(L, TETHER_GROUP_MT);
+  lua_pushvalue(L, ctx);
+  luaL_setfuncs(L, metamethods, 1);
+  lua_pushvalue(L, ctx);
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, ctx);
+  luaL_setfuncs(L, methods, 1);
+  lua_pushcclosure(L, group__index, 2);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, TETHER_STATUS_MT);
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, ctx);
+  luaL_setfuncs(L, status_methods, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}

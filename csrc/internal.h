@@ -1,0 +1,282 @@
+/*
+** internal.h
+** Private structures of the tether core and the prototypes shared between its
+** files. Nothing here is visible outside the shared object.
+*/
+
+#ifndef TETHER_INTERNAL_H
+#define TETHER_INTERNAL_H
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <uv.h>
+
+#include "heap.h"
+#include "queue.h"
+#include "tether.h"
+
+#define TETHER__HIDDEN __attribute__((visibility("hidden")))
+
+/* Metatable names (also the type names users see in errors). */
+#define TETHER_SCOPE_MT  "tether.CancelScope"
+#define TETHER_GROUP_MT  "tether.TaskGroup"
+#define TETHER_STATUS_MT "tether.TaskStatus"
+#define TETHER_CTX_MT    "tether.Context"
+
+struct ctx;
+struct task;
+struct scope;
+struct group;
+
+/*
+** A deadline in the loop's heap: either a sleeping task or a cancel scope.
+** Both live in one heap under one uv_timer_t.
+*/
+enum deadline_kind { DEADLINE_SLEEP, DEADLINE_SCOPE };
+
+struct deadline {
+  struct heap_node node;
+  enum deadline_kind kind;
+};
+
+/*
+** Called when cancellation reaches a parked task. Returns 1 when it withdrew
+** the task from whatever it waited on (the task then raises Cancelled), 0 when
+** the task keeps waiting (a task group's exit, a pending tg:start).
+*/
+typedef int (*tether_abort_fn) (struct task *t);
+
+enum task_state {
+  TASK_FREE,    /* pooled record, thread idle */
+  TASK_READY,   /* in the run queue */
+  TASK_RUNNING, /* being resumed right now */
+  TASK_PARKED,  /* blocked; 'abort' says how to withdraw it */
+  TASK_DONE     /* finished; record about to return to the pool */
+};
+
+/* How a parked task was woken: normally (its continuation returns the values
+   pushed for it), by cancellation, or with an error value to raise. */
+enum wake_status { WAKE_OK, WAKE_CANCELLED, WAKE_ERROR };
+
+struct task {
+  struct queue run_node;   /* ctx->ready or the batch being run */
+  struct queue scope_node; /* scope->tasks of its innermost scope */
+  struct queue wait_node;  /* the list it is parked on, if any */
+  struct queue live_node;  /* ctx->live, or ctx->pool when free */
+  struct queue child_node; /* group->children */
+  struct deadline sleep;   /* wake-up time of sleep/sleep_until */
+  lua_State *L;            /* the task's coroutine */
+  struct ctx *ctx;
+  struct scope *scope;     /* innermost cancel scope */
+  struct group *group;     /* group it is a child of (NULL: main task) */
+  struct task *starter;    /* tg:start caller until started() moves it */
+  tether_abort_fn abort;   /* set while parked */
+  void *wait_data;         /* what the task waits on, for 'abort' */
+  lua_Integer id;
+  lua_Integer parent_id;   /* 0 for the main task */
+  unsigned gen;            /* bumped on reuse; guards stale TaskStatus */
+  int slot;                /* index of its anchors in ctx's anchor table */
+  int nresume;             /* values pushed for its next resume */
+  unsigned char state;     /* enum task_state */
+  unsigned char wake;      /* enum wake_status of the last park */
+  unsigned char ours;      /* set by tether before every yield */
+  unsigned char started;   /* task_status:started() was called */
+  unsigned char reraise;   /* next message handler call is a re-raise */
+};
+
+enum scope_state { SCOPE_NEW, SCOPE_ACTIVE, SCOPE_EXITED };
+
+/* Why a scope was cancelled; the first cause wins. */
+enum cancel_cause {
+  CAUSE_NONE,
+  CAUSE_EXPLICIT,
+  CAUSE_DEADLINE,
+  CAUSE_CHILD_ERROR,
+  CAUSE_OUTER,
+  CAUSE_INTERRUPT,
+  CAUSE_WATCHDOG,
+  CAUSE_MISNESTING
+};
+
+struct scope {
+  struct queue node;     /* in parent->children */
+  struct queue children; /* active scopes entered directly inside */
+  struct queue tasks;    /* tasks whose innermost scope this is */
+  struct deadline timer; /* in the heap while active with a finite deadline */
+  struct scope *parent;
+  struct task *host;     /* task that entered it */
+  struct ctx *ctx;       /* loop it is active in */
+  double deadline;       /* absolute; HUGE_VAL for none */
+  double delay;          /* move_on_after: deadline = entry time + delay */
+  int reason_ref;        /* cancel(reason) text, or LUA_NOREF */
+  int fail_reason_ref;   /* fail_after reason, or LUA_NOREF */
+  unsigned char state;   /* enum scope_state */
+  unsigned char shield;
+  unsigned char cancel_called;
+  unsigned char effective; /* cancelled as seen from inside (cached) */
+  unsigned char caught;    /* cancelled_caught */
+  unsigned char cause;     /* enum cancel_cause */
+  unsigned char relative;  /* deadline computed at entry from 'delay' */
+  unsigned char fail;      /* fail_after/fail_at: TimeoutError on expiry */
+};
+
+enum group_state { GROUP_NEW, GROUP_ACTIVE, GROUP_EXITED };
+
+struct group {
+  struct queue children; /* started child tasks */
+  struct scope *scope;   /* tg.cancel_scope (user value 1) */
+  struct task *host;
+  int nchildren;
+  int pending_starts;    /* tg:start calls whose child has not started */
+  int errors_ref;        /* {errors, tracebacks, tasks} or LUA_NOREF */
+  unsigned char state;   /* enum group_state */
+  unsigned char waiting; /* host parked in exit until children finish */
+  unsigned char cancelled; /* body raised Cancelled or host cancelled */
+  unsigned char yielded; /* exit has yielded at least once */
+};
+
+/* TaskStatus userdata: a tg:start child's handle to report readiness. */
+struct task_status {
+  struct task *task;
+  unsigned gen;
+};
+
+/* One per lua_State: the loop, the run queue, the task pool, the root scope. */
+struct ctx {
+  lua_State *L;         /* main thread */
+  lua_State *from;      /* thread driving the loop, 'from' of lua_resume */
+  uv_loop_t *loop;      /* NULL outside tether.run */
+  uv_loop_t own_loop;
+  uv_check_t tick;      /* runs ready tasks after each poll */
+  uv_idle_t spin;       /* active while tasks are ready: poll does not block */
+  uv_timer_t timer;     /* armed for the earliest deadline */
+  uv_timer_t watchdog;  /* tests only: see core.set_watchdog */
+  struct queue ready;   /* run queue */
+  struct queue live;    /* every live task */
+  struct queue pool;    /* finished task records with idle threads */
+  struct queue blocked_waiters; /* wait_all_tasks_blocked callers */
+  struct heap deadlines;
+  struct scope root;    /* above the main task; Ctrl+C/watchdog cancel it */
+  struct task *current; /* task being resumed, NULL between tasks */
+  struct task *main;
+  lua_Integer next_id;
+  int anchors_ref;      /* table: thread, name, traceback of each slot */
+  int nslots;           /* slots handed out so far */
+  int *free_slots;      /* slots of freed task records, for reuse */
+  int nfree_slots;
+  int cap_free_slots;
+  int npooled;          /* records in 'pool' */
+  int classes_ref;      /* error classes registered by the facade */
+  int ntasks;           /* live tasks */
+  int running;          /* inside tether.run */
+  int stopping;         /* main task done: leave uv_run */
+  int fatal_ref;        /* error raised by the scheduler itself */
+  double watchdog_seconds; /* 0: off */
+  int watchdog_fired;
+};
+
+/* Anchor table layout: per task slot, the thread, the task's name (or the
+   function to derive it from), the traceback of its last error and that
+   error (to recognise a re-raise of it). */
+#define ANCHOR_THREAD(slot) (4 * (slot) + 1)
+#define ANCHOR_NAME(slot)   (4 * (slot) + 2)
+#define ANCHOR_TRACE(slot)  (4 * (slot) + 3)
+#define ANCHOR_ERROR(slot)  (4 * (slot) + 4)
+
+/* Clock, in seconds (monotonic). */
+#define tether__now() ((double)uv_hrtime() * 1e-9)
+
+/* Whether the value at 'idx' can be called (a function or has __call). */
+static inline int tether__is_callable (lua_State *L, int idx) {
+  if (lua_isfunction(L, idx))
+    return 1;
+  if (luaL_getmetafield(L, idx, "__call") == LUA_TNIL)
+    return 0;
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* core.c */
+TETHER__HIDDEN int tether__is_class (lua_State *L, int idx,
+                                     const char *class_name);
+TETHER__HIDDEN void tether__new_error (lua_State *L, const char *class_name);
+TETHER__HIDDEN void tether__set_class (lua_State *L, int idx,
+                                      const char *class_name);
+TETHER__HIDDEN struct ctx *tether__ctx (lua_State *L);
+
+/* loop.c */
+TETHER__HIDDEN int tether__run (lua_State *L);
+TETHER__HIDDEN void tether__schedule (struct ctx *c, struct task *t);
+TETHER__HIDDEN int tether__add_deadline (struct ctx *c, struct deadline *d,
+                                         double when);
+TETHER__HIDDEN void tether__remove_deadline (struct ctx *c,
+                                             struct deadline *d);
+TETHER__HIDDEN void tether__push_anchors (struct ctx *c, lua_State *L);
+TETHER__HIDDEN int tether__debug_stats (lua_State *L);
+TETHER__HIDDEN int tether__set_watchdog (lua_State *L);
+
+/* task.c */
+TETHER__HIDDEN struct task *tether__check_task (lua_State *L, struct ctx *c,
+                                                const char *fname);
+TETHER__HIDDEN struct task *tether__spawn (lua_State *L, struct ctx *c,
+                                           int nargs, struct scope *scope,
+                                           struct group *group,
+                                           lua_Integer parent_id);
+TETHER__HIDDEN void tether__resume (struct ctx *c, struct task *t);
+TETHER__HIDDEN void tether__release (lua_State *L, struct ctx *c,
+                                     struct task *t);
+TETHER__HIDDEN int tether__park (lua_State *L, struct task *t,
+                                 tether_abort_fn abort, lua_KContext kctx,
+                                 lua_KFunction k);
+TETHER__HIDDEN int tether__reschedule (lua_State *L, struct task *t,
+                                       lua_KContext kctx, lua_KFunction k);
+TETHER__HIDDEN void tether__wake (struct task *t, enum wake_status how);
+TETHER__HIDDEN void tether__abort (struct task *t);
+TETHER__HIDDEN void tether__check_wake (lua_State *L, struct task *t);
+TETHER__HIDDEN int tether__msgh (lua_State *L);
+TETHER__HIDDEN void tether__reraise (lua_State *L, struct task *t);
+TETHER__HIDDEN void tether__push_name (lua_State *L, struct task *t);
+TETHER__HIDDEN void tether__push_traceback (lua_State *L, struct task *t);
+TETHER__HIDDEN void tether__free_pool (struct ctx *c);
+TETHER__HIDDEN int tether__fname_error (lua_State *L, const char *fname,
+                                        const char *fmt, ...);
+TETHER__HIDDEN int core_sleep (lua_State *L);
+TETHER__HIDDEN int core_sleep_until (lua_State *L);
+TETHER__HIDDEN int core_sleep_forever (lua_State *L);
+TETHER__HIDDEN int core_checkpoint (lua_State *L);
+TETHER__HIDDEN int core_checkpoint_if_cancelled (lua_State *L);
+TETHER__HIDDEN int core_cancel_shielded_checkpoint (lua_State *L);
+TETHER__HIDDEN int core_current_task (lua_State *L);
+TETHER__HIDDEN int core_get_running_tasks (lua_State *L);
+TETHER__HIDDEN int core_wait_all_tasks_blocked (lua_State *L);
+TETHER__HIDDEN void tether__wake_blocked_waiters (struct ctx *c);
+
+/* scope.c */
+TETHER__HIDDEN void tether__scope_init (struct scope *s, double deadline,
+                                        int shield);
+TETHER__HIDDEN void tether__scope_enter (lua_State *L, struct task *t,
+                                         struct scope *s);
+TETHER__HIDDEN int tether__scope_exit (lua_State *L, struct task *t,
+                                       struct scope *s, int status);
+TETHER__HIDDEN void tether__cancel (struct scope *s, enum cancel_cause cause);
+TETHER__HIDDEN void tether__propagate (struct scope *s);
+TETHER__HIDDEN void tether__task_set_scope (struct task *t, struct scope *s);
+TETHER__HIDDEN void tether__push_cancelled (lua_State *L, struct task *t);
+TETHER__HIDDEN int tether__raise_cancelled (lua_State *L, struct task *t);
+TETHER__HIDDEN void tether__expire_scope (struct scope *s);
+TETHER__HIDDEN struct scope *tether__new_scope (lua_State *L);
+TETHER__HIDDEN void tether__open_scope (lua_State *L);
+TETHER__HIDDEN int core_CancelScope (lua_State *L);
+TETHER__HIDDEN int core_move_on_after (lua_State *L);
+TETHER__HIDDEN int core_move_on_at (lua_State *L);
+TETHER__HIDDEN int core_fail_after (lua_State *L);
+TETHER__HIDDEN int core_fail_at (lua_State *L);
+TETHER__HIDDEN int core_current_effective_deadline (lua_State *L);
+
+/* group.c */
+TETHER__HIDDEN void tether__open_group (lua_State *L);
+TETHER__HIDDEN void tether__task_finished (lua_State *L, struct task *t,
+                                           int ok);
+TETHER__HIDDEN int core_task_group (lua_State *L);
+
+#endif

@@ -1,0 +1,296 @@
+/*
+** loop.c
+** The per-lua_State context and the event loop of tether.run: the run queue,
+** the tick that resumes ready tasks in batches, and the single deadline timer.
+*/
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+/*
+** How long one tick may keep running batches of ready tasks before libuv
+** polls for I/O again. Between batches deadlines are always processed; I/O
+** (signals, later sockets) is polled at least this often, so a task that
+** checkpoints in a tight loop costs no system call per checkpoint.
+*/
+#define TICK_SLICE_NS 500000u
+
+/* The context of a running loop is reached from libuv handles via 'data'. */
+
+/*
+** Moves every ready task to a batch and resumes each once. Tasks made ready
+** while the batch runs wait for the next batch, as in Trio.
+*/
+static void run_batch (struct ctx *c) {
+  struct queue batch;
+  queue_init(&batch);
+  queue_move_all(&c->ready, &batch);
+  while (!queue_empty(&batch)) {
+    struct task *t = queue_data(queue_head(&batch), struct task, run_node);
+    queue_remove(&t->run_node);
+    tether__resume(c, t);
+  }
+}
+
+/* Wakes sleepers and cancels scopes whose deadline has passed. */
+static void process_deadlines (struct ctx *c) {
+  struct heap_node *n = heap_min(&c->deadlines);
+  double now;
+  if (n == NULL)
+    return;
+  now = tether__now();
+  while ((n = heap_min(&c->deadlines)) != NULL && n->when <= now) {
+    struct deadline *d = (struct deadline *)n;
+    heap_remove(&c->deadlines, n);
+    if (d->kind == DEADLINE_SLEEP)
+      tether__wake(queue_data(d, struct task, sleep), WAKE_OK);
+    else
+      tether__expire_scope(queue_data(d, struct scope, timer));
+  }
+}
+
+static void on_timer (uv_timer_t *h) {
+  (void)h; /* only wakes the loop; the tick processes the deadlines */
+}
+
+/* Arms the timer for the earliest deadline so that poll wakes up for it. */
+static void arm_timer (struct ctx *c) {
+  struct heap_node *n = heap_min(&c->deadlines);
+  double wait;
+  if (n == NULL) {
+    uv_timer_stop(&c->timer);
+    return;
+  }
+  uv_update_time(c->loop);
+  wait = ceil((n->when - tether__now()) * 1e3);
+  uv_timer_start(&c->timer, on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
+}
+
+static void on_spin (uv_idle_t *h) {
+  (void)h; /* its being active keeps poll from blocking */
+}
+
+/* Runs batches until nothing is ready or the time slice is used up. */
+static int tick (lua_State *L) {
+  struct ctx *c = lua_touserdata(L, 1);
+  uint64_t start = uv_hrtime();
+  for (;;) {
+    process_deadlines(c);
+    if (queue_empty(&c->ready)) {
+      if (queue_empty(&c->blocked_waiters))
+        break;
+      tether__wake_blocked_waiters(c);
+    }
+    run_batch(c);
+    if (c->stopping || uv_hrtime() - start > TICK_SLICE_NS)
+      break;
+  }
+  if (c->stopping) {
+    uv_stop(c->loop);
+    return 0;
+  }
+  if (queue_empty(&c->ready))
+    uv_idle_stop(&c->spin);
+  else
+    uv_idle_start(&c->spin, on_spin);
+  arm_timer(c);
+  return 0;
+}
+
+/*
+** The check handle runs the tick after every poll. The tick runs under a
+** protected call: an error there (only memory errors can occur) must not
+** unwind through libuv; it stops the loop and tether.run raises it.
+*/
+static void on_tick (uv_check_t *h) {
+  struct ctx *c = h->data;
+  lua_State *L = c->from;
+  lua_pushcfunction(L, tick);
+  lua_pushlightuserdata(L, c);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    c->fatal_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->stopping = 1;
+    uv_stop(c->loop);
+  }
+}
+
+/* Queues a task that was parked; the tick resumes it in the next batch. */
+void tether__schedule (struct ctx *c, struct task *t) {
+  t->state = TASK_READY;
+  queue_insert_tail(&c->ready, &t->run_node);
+  if (c->loop != NULL && !uv_is_active((uv_handle_t *)&c->spin))
+    uv_idle_start(&c->spin, on_spin);
+}
+
+int tether__add_deadline (struct ctx *c, struct deadline *d, double when) {
+  return heap_insert(&c->deadlines, &d->node, when);
+}
+
+void tether__remove_deadline (struct ctx *c, struct deadline *d) {
+  heap_remove(&c->deadlines, &d->node);
+}
+
+/* [-0, +1, -] pushes the table anchoring every task's thread and name. */
+void tether__push_anchors (struct ctx *c, lua_State *L) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->anchors_ref);
+}
+
+static void on_watchdog (uv_timer_t *h) {
+  struct ctx *c = h->data;
+  c->watchdog_fired = 1;
+  tether__cancel(&c->root, CAUSE_WATCHDOG);
+}
+
+static void close_handle (uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+/*
+** After a scheduler failure: forgets every live task without resuming it
+** (their threads are dropped), so the loop can still be closed.
+*/
+static void abandon_tasks (struct ctx *c, lua_State *L) {
+  size_t i;
+  for (i = 0; i < c->deadlines.len; i++)
+    c->deadlines.nodes[i]->index = HEAP_NONE;
+  c->deadlines.len = 0;
+  tether__push_anchors(c, L);
+  while (!queue_empty(&c->live)) {
+    struct task *t = queue_data(queue_head(&c->live), struct task, live_node);
+    queue_remove(&t->live_node);
+    queue_remove(&t->run_node);
+    queue_remove(&t->wait_node);
+    queue_remove(&t->scope_node);
+    queue_remove(&t->child_node);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, ANCHOR_THREAD(t->slot));
+    t->L = NULL;
+    t->state = TASK_FREE;
+    queue_insert_tail(&c->pool, &t->live_node);
+    c->ntasks--;
+  }
+  lua_pop(L, 1);
+  queue_init(&c->ready);
+  queue_init(&c->blocked_waiters);
+  c->main = NULL;
+}
+
+/* Closes every handle of the loop and the loop itself. */
+static int close_loop (struct ctx *c) {
+  uv_walk(c->loop, close_handle, NULL);
+  while (uv_run(c->loop, UV_RUN_NOWAIT) != 0)
+    ;
+  return uv_loop_close(c->loop);
+}
+
+static void init_handles (struct ctx *c) {
+  uv_check_init(c->loop, &c->tick);
+  uv_idle_init(c->loop, &c->spin);
+  uv_timer_init(c->loop, &c->timer);
+  uv_timer_init(c->loop, &c->watchdog);
+  c->tick.data = c->spin.data = c->timer.data = c->watchdog.data = c;
+  uv_check_start(&c->tick, on_tick);
+  uv_unref((uv_handle_t *)&c->watchdog);
+  if (c->watchdog_seconds > 0)
+    uv_timer_start(&c->watchdog, on_watchdog,
+                   (uint64_t)(c->watchdog_seconds * 1e3), 0);
+}
+
+/*
+** tether.run(fn, ...): runs fn(...) as the main task of a new loop and
+** returns its results once every task has finished and the loop is closed.
+*/
+int tether__run (lua_State *L) {
+  struct ctx *c = lua_touserdata(L, lua_upvalueindex(1));
+  int nargs = lua_gettop(L) - 1, err, n;
+  lua_State *main_L;
+  if (!lua_isfunction(L, 1) && !luaL_getmetafield(L, 1, "__call"))
+    return tether__fname_error(L, "tether.run",
+                               "expected a function to run, got %s",
+                               luaL_typename(L, 1));
+  lua_settop(L, nargs + 1);
+  if (c->running)
+    return tether__fname_error(
+        L, "tether.run",
+        "a loop is already running in this Lua state; start tasks with "
+        "tether.task_group instead of nesting tether.run");
+  err = uv_loop_init(&c->own_loop);
+  if (err < 0)
+    return tether__fname_error(L, "tether.run", "cannot create a loop: %s",
+                               uv_strerror(err));
+  c->loop = &c->own_loop;
+  c->from = L;
+  c->running = 1;
+  c->stopping = 0;
+  c->watchdog_fired = 0;
+  c->fatal_ref = LUA_NOREF;
+  c->next_id = 1;
+  tether__scope_init(&c->root, HUGE_VAL, 0);
+  c->root.state = SCOPE_ACTIVE;
+  c->root.ctx = c;
+  init_handles(c);
+  lua_pushnil(L); /* main task's name: derived from fn */
+  lua_insert(L, 1);
+  c->main = tether__spawn(L, c, nargs, &c->root, NULL, 0);
+  uv_run(c->loop, UV_RUN_DEFAULT);
+
+  if (c->fatal_ref != LUA_NOREF)
+    abandon_tasks(c, L);
+  err = close_loop(c);
+  c->loop = NULL;
+  c->running = 0;
+  c->current = NULL;
+  lua_settop(L, 0);
+  if (c->fatal_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->fatal_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->fatal_ref);
+    c->fatal_ref = LUA_NOREF;
+    return lua_error(L);
+  }
+  main_L = c->main->L;
+  n = lua_gettop(main_L);
+  lua_xmove(main_L, L, n); /* ok flag, then results or the error */
+  tether__release(L, c, c->main);
+  c->main = NULL;
+  if (err < 0)
+    return tether__fname_error(L, "tether.run",
+                               "the loop did not close cleanly: %s",
+                               uv_strerror(err));
+  if (c->watchdog_fired)
+    return tether__fname_error(L, "tether.run",
+                               "watchdog: the run lasted longer than %g s "
+                               "and every task was cancelled",
+                               c->watchdog_seconds);
+  if (!lua_toboolean(L, 1))
+    return lua_error(L); /* the main task's error, unchanged */
+  return n - 1;
+}
+
+/* core.debug_stats(): live task count and loop state, for the specs. */
+int tether__debug_stats (lua_State *L) {
+  struct ctx *c = lua_touserdata(L, lua_upvalueindex(1));
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, c->ntasks);
+  lua_setfield(L, -2, "tasks");
+  lua_pushboolean(L, c->loop != NULL);
+  lua_setfield(L, -2, "loop_open");
+  lua_pushboolean(L, c->running);
+  lua_setfield(L, -2, "running");
+  return 1;
+}
+
+/* core.set_watchdog(seconds | nil): cancel everything in runs that last
+   longer (tests only). */
+int tether__set_watchdog (lua_State *L) {
+  struct ctx *c = lua_touserdata(L, lua_upvalueindex(1));
+  lua_Number s = luaL_optnumber(L, 1, 0);
+  if (!(s >= 0) || s == HUGE_VAL)
+    return tether__fname_error(L, "core.set_watchdog",
+                               "seconds must be a positive finite number");
+  c->watchdog_seconds = s;
+  return 0;
+}

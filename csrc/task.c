@@ -1,0 +1,592 @@
+/*
+** task.c
+** Tasks: a Lua coroutine plus a pooled C record. Spawning, resuming,
+** finishing, the yield protocol (park, wake, abort, reschedule), error
+** capture with tracebacks, and the blocking calls built directly on it:
+** checkpoints, sleeps and wait_all_tasks_blocked.
+*/
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Idle task records (with their threads) kept for reuse. */
+#define POOL_MAX 1024
+
+#define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
+
+/* Raises "<fname>: <message>"; the message is formatted like lua_pushfstring. */
+int tether__fname_error (lua_State *L, const char *fname, const char *fmt,
+                         ...) {
+  va_list ap;
+  lua_pushstring(L, fname);
+  lua_pushliteral(L, ": ");
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_concat(L, 3);
+  return lua_error(L);
+}
+
+/*
+** Returns the running task if 'L' is its thread and it may block there;
+** otherwise raises an error naming 'fname' and the way out.
+*/
+struct task *tether__check_task (lua_State *L, struct ctx *c,
+                                 const char *fname) {
+  struct task *t = c->current;
+  if (t == NULL || t->L != L) {
+    if (!c->running)
+      tether__fname_error(L, fname,
+                          "called outside tether.run; run the program "
+                          "as tether.run(main) and call it from a task");
+    if (t == NULL)
+      tether__fname_error(L, fname, "not called from a tether task");
+    tether__fname_error(L, fname,
+                        "called from a coroutine that is not a tether "
+                        "task (a coroutine.wrap or coroutine.create inside "
+                        "a task); call it from the task itself, or start "
+                        "the work as a task with tg:start_soon");
+  }
+  if (!lua_isyieldable(L))
+    tether__fname_error(L, fname,
+                        "cannot block across a C-call boundary (inside a "
+                        "metamethod such as __tostring or __gc, a table.sort "
+                        "comparator, a string.gsub callback, require, ...); "
+                        "move the call out of that function");
+  return t;
+}
+
+/* {====================================================================
+** Task records
+** ===================================================================== */
+
+static int new_slot (struct ctx *c) {
+  if (c->nfree_slots > 0)
+    return c->free_slots[--c->nfree_slots];
+  return c->nslots++;
+}
+
+static void free_slot (struct ctx *c, int slot) {
+  if (c->nfree_slots == c->cap_free_slots) {
+    int cap = c->cap_free_slots ? 2 * c->cap_free_slots : 64;
+    int *slots = realloc(c->free_slots, (size_t)cap * sizeof *slots);
+    if (slots == NULL)
+      return; /* the slot is simply never reused */
+    c->free_slots = slots;
+    c->cap_free_slots = cap;
+  }
+  c->free_slots[c->nfree_slots++] = slot;
+}
+
+/*
+** Takes an idle record with a thread from the pool, making one if needed.
+** A record being built stays in the pool, so a memory error while creating
+** its thread leaks nothing.
+*/
+static struct task *take_record (lua_State *L, struct ctx *c) {
+  struct task *t;
+  if (queue_empty(&c->pool)) {
+    t = calloc(1, sizeof *t);
+    if (t == NULL)
+      luaL_error(L, "not enough memory");
+    queue_init(&t->run_node);
+    queue_init(&t->scope_node);
+    queue_init(&t->wait_node);
+    queue_init(&t->child_node);
+    heap_node_init(&t->sleep.node);
+    t->sleep.kind = DEADLINE_SLEEP;
+    t->ctx = c;
+    t->slot = new_slot(c);
+    queue_insert_tail(&c->pool, &t->live_node);
+    c->npooled++;
+  }
+  t = queue_data(queue_head(&c->pool), struct task, live_node);
+  if (t->L == NULL) {
+    lua_State *co;
+    tether__push_anchors(c, L);
+    co = lua_newthread(L);
+    lua_rawseti(L, -2, ANCHOR_THREAD(t->slot));
+    lua_pop(L, 1);
+    t->L = co;
+  }
+  queue_remove(&t->live_node);
+  c->npooled--;
+  return t;
+}
+
+/*
+** Returns a finished task's record to the pool (or frees it), dropping the
+** references to its function, name and last error. 'L' is any thread of the
+** state other than the task's.
+*/
+void tether__release (lua_State *L, struct ctx *c, struct task *t) {
+  int reusable = t->L != NULL && lua_status(t->L) == LUA_OK;
+  queue_remove(&t->live_node);
+  queue_remove(&t->run_node);
+  queue_remove(&t->wait_node);
+  queue_remove(&t->scope_node);
+  queue_remove(&t->child_node);
+  tether__remove_deadline(c, &t->sleep);
+  c->ntasks--;
+  t->state = TASK_FREE;
+  t->scope = NULL;
+  t->group = NULL;
+  t->starter = NULL;
+  t->abort = NULL;
+  t->gen++;
+  tether__push_anchors(c, L);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, ANCHOR_NAME(t->slot));
+  lua_pushnil(L);
+  lua_rawseti(L, -2, ANCHOR_TRACE(t->slot));
+  lua_pushnil(L);
+  lua_rawseti(L, -2, ANCHOR_ERROR(t->slot));
+  if (reusable) {
+    lua_settop(t->L, 0);
+    if (lua_gethook(t->L) != NULL)
+      lua_sethook(t->L, NULL, 0, 0);
+  }
+  if (!reusable || c->npooled >= POOL_MAX) {
+    lua_pushnil(L);
+    lua_rawseti(L, -2, ANCHOR_THREAD(t->slot));
+    t->L = NULL;
+  }
+  lua_pop(L, 1);
+  if (c->npooled < POOL_MAX) {
+    queue_insert_tail(&c->pool, &t->live_node);
+    c->npooled++;
+  }
+  else {
+    free_slot(c, t->slot);
+    free(t);
+  }
+}
+
+/* Frees every pooled record (the context is being collected). */
+void tether__free_pool (struct ctx *c) {
+  while (!queue_empty(&c->pool)) {
+    struct task *t = queue_data(queue_head(&c->pool), struct task, live_node);
+    queue_remove(&t->live_node);
+    free(t);
+  }
+  c->npooled = 0;
+  free(c->free_slots);
+  c->free_slots = NULL;
+  c->nfree_slots = c->cap_free_slots = 0;
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Running a task
+** ===================================================================== */
+
+/*
+** The message handler of every protected call tether makes inside a task:
+** records a traceback of the raise site in the task's anchors (not for
+** Cancelled, and not when a scope or group re-raises an error it already
+** saw), and returns the error unchanged.
+*/
+int tether__msgh (lua_State *L) {
+  struct ctx *c = tether__ctx(L);
+  struct task *t = c != NULL ? c->current : NULL;
+  int rerun;
+  if (t == NULL || t->L != L || tether__is_class(L, 1, "Cancelled"))
+    return 1;
+  tether__push_anchors(c, L);
+  rerun = t->reraise;
+  t->reraise = 0;
+  if (rerun) {
+    lua_rawgeti(L, -1, ANCHOR_ERROR(t->slot));
+    rerun = lua_rawequal(L, 1, -1);
+    lua_pop(L, 1);
+    if (rerun) {
+      lua_pop(L, 1);
+      return 1;
+    }
+  }
+  luaL_traceback(L, L, NULL, 1);
+  lua_rawseti(L, -2, ANCHOR_TRACE(t->slot));
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, ANCHOR_ERROR(t->slot));
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* Raises the error on top again, keeping the traceback of its raise site. */
+void tether__reraise (lua_State *L, struct task *t) {
+  t->reraise = 1;
+  lua_error(L);
+}
+
+/* [-0, +1, -] pushes the traceback recorded for the task's last error. */
+void tether__push_traceback (lua_State *L, struct task *t) {
+  tether__push_anchors(t->ctx, L);
+  lua_rawgeti(L, -1, ANCHOR_TRACE(t->slot));
+  lua_remove(L, -2);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "stack traceback:\n\t(not available)");
+  }
+}
+
+/* [-0, +1, m] pushes the task's name: the one given, or "source:line". */
+void tether__push_name (lua_State *L, struct task *t) {
+  lua_Debug ar;
+  tether__push_anchors(t->ctx, L);
+  lua_rawgeti(L, -1, ANCHOR_NAME(t->slot));
+  lua_remove(L, -2);
+  if (lua_type(L, -1) == LUA_TSTRING)
+    return;
+  if (lua_isfunction(L, -1)) {
+    lua_getinfo(L, ">S", &ar);
+    if (ar.linedefined > 0)
+      lua_pushfstring(L, "%s:%d", ar.short_src, ar.linedefined);
+    else
+      lua_pushstring(L, ar.short_src);
+  }
+  else {
+    const char *type = luaL_typename(L, -1);
+    lua_pop(L, 1);
+    lua_pushfstring(L, "<callable %s>", type);
+  }
+}
+
+/* The task body's result: true plus the results, or false plus the error. */
+static int task_entry_k (lua_State *L, int status, lua_KContext k) {
+  (void)k;
+  lua_pushboolean(L, status == LUA_OK || status == LUA_YIELD);
+  lua_replace(L, 1); /* in place of the message handler */
+  return lua_gettop(L);
+}
+
+/*
+** First function of every task's coroutine: calls the task function under a
+** protected call inside the coroutine, so that <close> variables are closed
+** while the task can still yield.
+*/
+static int task_entry (lua_State *L) {
+  lua_pushcfunction(L, tether__msgh);
+  lua_insert(L, 1);
+  return task_entry_k(L,
+                      lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 1, 0,
+                                 task_entry_k),
+                      0);
+}
+
+/*
+** [-(nargs+2), +0, m] starts a task running fn(args...), where the stack
+** holds the task's name (or nil), fn and the nargs arguments. The task first
+** runs in the next batch.
+*/
+struct task *tether__spawn (lua_State *L, struct ctx *c, int nargs,
+                            struct scope *scope, struct group *group,
+                            lua_Integer parent_id) {
+  struct task *t = take_record(L, c);
+  int name = lua_absindex(L, -(nargs + 2));
+  if (!lua_checkstack(t->L, nargs + 2)) {
+    queue_insert_tail(&c->pool, &t->live_node);
+    c->npooled++;
+    luaL_error(L, "not enough memory");
+  }
+  tether__push_anchors(c, L);
+  lua_pushvalue(L, lua_isnil(L, name) ? name + 1 : name);
+  lua_rawseti(L, -2, ANCHOR_NAME(t->slot));
+  lua_pop(L, 1);
+  lua_pushcfunction(t->L, task_entry);
+  lua_xmove(L, t->L, nargs + 1);
+  lua_pop(L, 1); /* name */
+  t->nresume = nargs + 1;
+  t->id = c->next_id++;
+  t->parent_id = parent_id;
+  t->group = group;
+  t->started = 0;
+  t->reraise = 0;
+  queue_insert_tail(&c->live, &t->live_node);
+  c->ntasks++;
+  tether__task_set_scope(t, scope);
+  tether__schedule(c, t);
+  return t;
+}
+
+/*
+** A stray coroutine.yield in a task reached the loop. The task is resumed
+** with a one-shot count hook that raises an error at its next instruction,
+** so the error unwinds the task normally (closing <close> variables).
+*/
+static void stray_yield_hook (lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "coroutine.yield: a tether task cannot yield to the loop; "
+                "block with tether's functions (tether.checkpoint, "
+                "tether.sleep, ...) and run generators in a coroutine of "
+                "their own");
+}
+
+/* Resumes a ready task once and handles how it stopped. */
+void tether__resume (struct ctx *c, struct task *t) {
+  int nres, status, ok;
+  int nargs = t->nresume;
+  t->nresume = 0;
+  t->ours = 0;
+  t->state = TASK_RUNNING;
+  c->current = t;
+  status = lua_resume(t->L, c->from, nargs, &nres);
+  c->current = NULL;
+  if (status == LUA_YIELD) {
+    lua_pop(t->L, nres);
+    if (!t->ours) {
+      lua_sethook(t->L, stray_yield_hook, LUA_MASKCOUNT, 1);
+      tether__schedule(c, t);
+    }
+    return;
+  }
+  if (status != LUA_OK) { /* task_entry itself failed: leave [false, error] */
+    lua_xmove(t->L, c->from, 1);
+    lua_settop(t->L, 0);
+    lua_pushboolean(t->L, 0);
+    lua_xmove(c->from, t->L, 1);
+  }
+  /* finished: [true, results...] or [false, error] */
+  ok = lua_toboolean(t->L, 1);
+  t->state = TASK_DONE;
+  tether__task_finished(c->from, t, ok);
+  if (t == c->main)
+    c->stopping = 1; /* tether.run collects its results */
+  else
+    tether__release(c->from, c, t);
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** The yield protocol
+** ===================================================================== */
+
+/* Queues a parked task to run with the given outcome. */
+void tether__wake (struct task *t, enum wake_status how) {
+  queue_remove(&t->wait_node);
+  t->abort = NULL;
+  t->wake = (unsigned char)how;
+  tether__schedule(t->ctx, t);
+}
+
+/* Cancellation reached a parked task: withdraw its wait if it allows. */
+void tether__abort (struct task *t) {
+  if (t->state == TASK_PARKED && t->abort != NULL && t->abort(t))
+    tether__wake(t, WAKE_CANCELLED);
+}
+
+/*
+** Parks the running task until tether__wake; the caller has already put it
+** on whatever it waits for. If the task is already cancelled, the wait is
+** withdrawn at once (the task still yields once, then raises Cancelled).
+*/
+int tether__park (lua_State *L, struct task *t, tether_abort_fn abort,
+                  lua_KContext kctx, lua_KFunction k) {
+  t->ours = 1;
+  t->wake = WAKE_OK;
+  t->state = TASK_PARKED;
+  t->abort = abort;
+  if (t->scope->effective)
+    tether__abort(t);
+  return lua_yieldk(L, 0, kctx, k);
+}
+
+/* Yields the running task to the back of the run queue. */
+int tether__reschedule (lua_State *L, struct task *t, lua_KContext kctx,
+                        lua_KFunction k) {
+  t->ours = 1;
+  t->wake = WAKE_OK;
+  tether__schedule(t->ctx, t);
+  return lua_yieldk(L, 0, kctx, k);
+}
+
+/* In a continuation: raises Cancelled or the error value the waker left. */
+void tether__check_wake (lua_State *L, struct task *t) {
+  if (t->wake == WAKE_CANCELLED)
+    tether__raise_cancelled(L, t);
+  else if (t->wake == WAKE_ERROR)
+    tether__reraise(L, t);
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Checkpoints and sleeping
+** ===================================================================== */
+
+static int checkpoint_k (lua_State *L, int status, lua_KContext k) {
+  struct task *t = CTX(L)->current;
+  (void)status;
+  (void)k;
+  if (t->scope->effective)
+    return tether__raise_cancelled(L, t);
+  return 0;
+}
+
+static int shielded_k (lua_State *L, int status, lua_KContext k) {
+  (void)L;
+  (void)status;
+  (void)k;
+  return 0;
+}
+
+/* Continuation of a plain park: raise, or return the values left for us. */
+static int woken_k (lua_State *L, int status, lua_KContext base) {
+  struct task *t = CTX(L)->current;
+  (void)status;
+  tether__check_wake(L, t);
+  return lua_gettop(L) - (int)base;
+}
+
+int core_checkpoint (lua_State *L) {
+  struct task *t = tether__check_task(L, CTX(L), "tether.checkpoint");
+  return tether__reschedule(L, t, 0, checkpoint_k);
+}
+
+int core_checkpoint_if_cancelled (lua_State *L) {
+  struct task *t =
+      tether__check_task(L, CTX(L), "tether.checkpoint_if_cancelled");
+  if (!t->scope->effective)
+    return 0;
+  return tether__reschedule(L, t, 0, checkpoint_k);
+}
+
+int core_cancel_shielded_checkpoint (lua_State *L) {
+  struct task *t =
+      tether__check_task(L, CTX(L), "tether.cancel_shielded_checkpoint");
+  return tether__reschedule(L, t, 0, shielded_k);
+}
+
+static int sleep_abort (struct task *t) {
+  tether__remove_deadline(t->ctx, &t->sleep);
+  return 1;
+}
+
+static int forever_abort (struct task *t) {
+  (void)t;
+  return 1;
+}
+
+/* Blocks the running task until 'deadline' (a checkpoint if it passed). */
+static int sleep_until (lua_State *L, struct task *t, double deadline) {
+  if (deadline <= tether__now())
+    return tether__reschedule(L, t, 0, checkpoint_k);
+  if (deadline == HUGE_VAL)
+    return tether__park(L, t, forever_abort, lua_gettop(L), woken_k);
+  if (tether__add_deadline(t->ctx, &t->sleep, deadline) < 0)
+    return luaL_error(L, "not enough memory");
+  return tether__park(L, t, sleep_abort, lua_gettop(L), woken_k);
+}
+
+static double check_time (lua_State *L, const char *fname, const char *what,
+                          int nonnegative) {
+  lua_Number x;
+  if (lua_type(L, 1) != LUA_TNUMBER)
+    tether__fname_error(L, fname, "%s must be a number, got %s", what,
+                        luaL_typename(L, 1));
+  x = lua_tonumber(L, 1);
+  if (x != x)
+    tether__fname_error(L, fname, "%s must not be NaN", what);
+  if (nonnegative && x < 0)
+    tether__fname_error(L, fname, "%s must be >= 0, got %s", what,
+                        lua_tostring(L, 1));
+  return x;
+}
+
+int core_sleep (lua_State *L) {
+  struct ctx *c = CTX(L);
+  double delay = check_time(L, "tether.sleep", "delay", 1);
+  struct task *t = tether__check_task(L, c, "tether.sleep");
+  if (delay == 0)
+    return tether__reschedule(L, t, 0, checkpoint_k);
+  return sleep_until(L, t, tether__now() + delay);
+}
+
+int core_sleep_until (lua_State *L) {
+  struct ctx *c = CTX(L);
+  double deadline = check_time(L, "tether.sleep_until", "deadline", 0);
+  struct task *t = tether__check_task(L, c, "tether.sleep_until");
+  return sleep_until(L, t, deadline);
+}
+
+int core_sleep_forever (lua_State *L) {
+  struct task *t = tether__check_task(L, CTX(L), "tether.sleep_forever");
+  return sleep_until(L, t, HUGE_VAL);
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Task introspection
+** ===================================================================== */
+
+/* [-0, +1, m] pushes {id =, name =, parent_id =} for a task. */
+static void push_task_info (lua_State *L, struct task *t) {
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, t->id);
+  lua_setfield(L, -2, "id");
+  tether__push_name(L, t);
+  lua_setfield(L, -2, "name");
+  if (t->parent_id != 0) {
+    lua_pushinteger(L, t->parent_id);
+    lua_setfield(L, -2, "parent_id");
+  }
+}
+
+int core_current_task (lua_State *L) {
+  struct ctx *c = CTX(L);
+  struct task *t = c->current;
+  if (t == NULL || t->L != L) {
+    if (!c->running)
+      return tether__fname_error(L, "tether.current_task",
+                                 "called outside tether.run");
+    return tether__fname_error(L, "tether.current_task",
+                               "not called from a tether task (a plain "
+                               "coroutine inside a task is not a task)");
+  }
+  push_task_info(L, t);
+  return 1;
+}
+
+int core_get_running_tasks (lua_State *L) {
+  struct ctx *c = CTX(L);
+  struct queue *q;
+  lua_Integer i = 0;
+  if (!c->running)
+    return tether__fname_error(L, "tether.get_running_tasks",
+                               "called outside tether.run");
+  lua_createtable(L, c->ntasks, 0);
+  for (q = c->live.next; q != &c->live; q = q->next) {
+    push_task_info(L, queue_data(q, struct task, live_node));
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
+static int blocked_abort (struct task *t) {
+  queue_remove(&t->wait_node);
+  return 1;
+}
+
+/* Wakes every wait_all_tasks_blocked caller: no other task is ready. */
+void tether__wake_blocked_waiters (struct ctx *c) {
+  while (!queue_empty(&c->blocked_waiters))
+    tether__wake(
+        queue_data(queue_head(&c->blocked_waiters), struct task, wait_node),
+        WAKE_OK);
+}
+
+int core_wait_all_tasks_blocked (lua_State *L) {
+  struct ctx *c = CTX(L);
+  struct task *t = tether__check_task(L, c, "tether.wait_all_tasks_blocked");
+  queue_insert_tail(&c->blocked_waiters, &t->wait_node);
+  return tether__park(L, t, blocked_abort, lua_gettop(L), woken_k);
+}
+
+/* }==================================================================== */

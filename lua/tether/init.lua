@@ -1,0 +1,35 @@
+--- tether: structured concurrency for Lua 5.4 on libuv.
+-- Tasks are coroutines run by an event loop; task groups own their children;
+-- cancel scopes carry deadlines and shields. See API.md for the contract and
+-- docs/guide.md for a tour.
+-- @module tether
+
+local core = require "tether.core"
+local errors = require "tether.errors"
+
+core.set_error_classes(errors)
+
+local tether = {
+  _VERSION = core._VERSION,
+  is = errors.is,
+}
+
+for _, name in ipairs {
+  "Cancelled", "Interrupted", "TimeoutError", "ErrorGroup", "WouldBlock",
+  "EndOfStream", "ClosedResourceError", "BrokenResourceError",
+  "BusyResourceError",
+} do
+  tether[name] = errors[name]
+end
+
+for _, name in ipairs {
+  "run", "current_time", "sleep", "sleep_until", "sleep_forever",
+  "checkpoint", "checkpoint_if_cancelled", "cancel_shielded_checkpoint",
+  "current_task", "get_running_tasks", "wait_all_tasks_blocked",
+  "task_group", "CancelScope", "move_on_after", "move_on_at", "fail_after",
+  "fail_at", "current_effective_deadline",
+} do
+  tether[name] = core[name]
+end
+
+return tether
