@@ -51,8 +51,17 @@ static void process_deadlines (struct ctx *c) {
   }
 }
 
+static void on_spin (uv_idle_t *h) {
+  (void)h; /* its being active keeps poll from blocking */
+}
+
+/*
+** Timers run before poll in a libuv iteration, and the tick after it: keep
+** poll from blocking so that the tick processes the deadline right away.
+*/
 static void on_timer (uv_timer_t *h) {
-  (void)h; /* only wakes the loop; the tick processes the deadlines */
+  struct ctx *c = h->data;
+  uv_idle_start(&c->spin, on_spin);
 }
 
 /* Arms the timer for the earliest deadline so that poll wakes up for it. */
@@ -66,10 +75,6 @@ static void arm_timer (struct ctx *c) {
   uv_update_time(c->loop);
   wait = ceil((n->when - tether__now()) * 1e3);
   uv_timer_start(&c->timer, on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
-}
-
-static void on_spin (uv_idle_t *h) {
-  (void)h; /* its being active keeps poll from blocking */
 }
 
 /* Runs batches until nothing is ready or the time slice is used up. */
