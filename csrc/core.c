@@ -151,6 +151,7 @@ TETHER_API int luaopen_tether_core (lua_State *L) {
   luaL_newlibtable(L, funcs);
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, funcs, 1);
+  tether__open_signal(L);
   lua_pushliteral(L, TETHER_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -22,6 +22,12 @@
 #define TETHER_GROUP_MT  "tether.TaskGroup"
 #define TETHER_STATUS_MT "tether.TaskStatus"
 #define TETHER_CTX_MT    "tether.Context"
+#define TETHER_RECV_MT   "tether.SignalReceiver"
+
+/* Signal numbers are below this (Linux: NSIG is 65). */
+#define TETHER_NSIG 65
+
+struct sigwatch;
 
 struct ctx;
 struct task;
@@ -173,6 +179,8 @@ struct ctx {
   int fatal_ref;        /* error raised by the scheduler itself */
   double watchdog_seconds; /* 0: off */
   int watchdog_fired;
+  int interrupted;      /* Ctrl+C cancelled the run */
+  struct sigwatch *sigwatch[TETHER_NSIG]; /* per signal: this loop's watcher */
 };
 
 /* Anchor table layout: per task slot, the thread, the task's name (or the
@@ -272,6 +280,11 @@ TETHER__HIDDEN int core_move_on_at (lua_State *L);
 TETHER__HIDDEN int core_fail_after (lua_State *L);
 TETHER__HIDDEN int core_fail_at (lua_State *L);
 TETHER__HIDDEN int core_current_effective_deadline (lua_State *L);
+
+/* signal.c */
+TETHER__HIDDEN void tether__signals_start (struct ctx *c);
+TETHER__HIDDEN void tether__signals_stop (struct ctx *c);
+TETHER__HIDDEN void tether__open_signal (lua_State *L);
 
 /* group.c */
 TETHER__HIDDEN void tether__open_group (lua_State *L);

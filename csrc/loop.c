@@ -238,6 +238,7 @@ int tether__run (lua_State *L) {
   c->root.state = SCOPE_ACTIVE;
   c->root.ctx = c;
   init_handles(c);
+  tether__signals_start(c);
   lua_pushnil(L); /* main task's name: derived from fn */
   lua_insert(L, 1);
   c->main = tether__spawn(L, c, nargs, &c->root, NULL, 0);
@@ -245,6 +246,7 @@ int tether__run (lua_State *L) {
 
   if (c->fatal_ref != LUA_NOREF)
     abandon_tasks(c, L);
+  tether__signals_stop(c);
   err = close_loop(c);
   c->loop = NULL;
   c->running = 0;
@@ -270,6 +272,11 @@ int tether__run (lua_State *L) {
                                "watchdog: the run lasted longer than %g s "
                                "and every task was cancelled",
                                c->watchdog_seconds);
+  if (c->interrupted) {
+    lua_pushliteral(L, "interrupted by Ctrl+C (SIGINT)");
+    tether__new_error(L, "Interrupted");
+    return lua_error(L);
+  }
   if (!lua_toboolean(L, 1))
     return lua_error(L); /* the main task's error, unchanged */
   return n - 1;

@@ -27,9 +27,15 @@ for _, name in ipairs {
   "checkpoint", "checkpoint_if_cancelled", "cancel_shielded_checkpoint",
   "current_task", "get_running_tasks", "wait_all_tasks_blocked",
   "task_group", "CancelScope", "move_on_after", "move_on_at", "fail_after",
-  "fail_at", "current_effective_deadline",
+  "fail_at", "current_effective_deadline", "open_signal_receiver", "kill",
+  "getpid", "signal_name",
 } do
   tether[name] = core[name]
+end
+
+-- Signal numbers of this platform: tether.SIGTERM, tether.SIGINT, ...
+for name, value in pairs(core) do
+  if name:match "^SIG%w+$" then tether[name] = value end
 end
 
 return tether
