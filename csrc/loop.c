@@ -96,7 +96,7 @@ static int tick (lua_State *L) {
     uv_stop(c->loop);
     return 0;
   }
-  if (queue_empty(&c->ready))
+  if (queue_empty(&c->ready) && queue_empty(&c->blocked_waiters))
     uv_idle_stop(&c->spin);
   else
     uv_idle_start(&c->spin, on_spin);
@@ -269,7 +269,7 @@ int tether__run (lua_State *L) {
                                uv_strerror(err));
   if (c->watchdog_fired)
     return tether__fname_error(L, "tether.run",
-                               "watchdog: the run lasted longer than %g s "
+                               "watchdog: the run lasted longer than %f s "
                                "and every task was cancelled",
                                c->watchdog_seconds);
   if (c->interrupted) {
