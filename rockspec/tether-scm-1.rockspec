@@ -1,0 +1,61 @@
+-- Development rockspec: builds the working tree.
+--   luarocks --lua-version 5.4 make rockspec/tether-scm-1.rockspec
+-- The C sources below must list exactly csrc/*.c (spec/rockspec_spec.lua checks it).
+rockspec_format = "3.0"
+package = "tether"
+version = "scm-1"
+
+source = {
+  -- Placeholder until the project has a public repository; `luarocks make` builds the
+  -- current directory and does not fetch this.
+  url = "git+https://example.invalid/tether.git",
+}
+
+description = {
+  summary = "Structured concurrency for Lua 5.4 on libuv, in the style of Trio and AnyIO",
+  detailed = [[
+tether runs Lua coroutines as tasks on a libuv event loop, with task groups,
+cancel scopes with deadlines and shields, OS signal receivers that a plain `for`
+loop iterates, and Trio-style synchronisation primitives and memory streams.
+]],
+  license = "MIT",
+  labels = { "concurrency", "async", "libuv", "coroutines" },
+}
+
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+
+external_dependencies = {
+  LIBUV = {
+    header = "uv.h",
+    library = "uv",
+  },
+}
+
+build = {
+  type = "builtin",
+  modules = {
+    ["tether.core"] = {
+      sources = {
+        "csrc/core.c",
+        "csrc/group.c",
+        "csrc/loop.c",
+        "csrc/park.c",
+        "csrc/scope.c",
+        "csrc/signal.c",
+        "csrc/task.c",
+      },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      incdirs = { "csrc", "$(LIBUV_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)" },
+      libraries = { "uv" },
+    },
+    ["tether"] = "lua/tether/init.lua",
+    ["tether.errors"] = "lua/tether/errors.lua",
+  },
+}
+
+test = {
+  type = "busted",
+}
