@@ -130,6 +130,9 @@ TETHER_API int luaopen_tether_core (lua_State *L) {
       {"checkpoint", core_checkpoint},
       {"checkpoint_if_cancelled", core_checkpoint_if_cancelled},
       {"cancel_shielded_checkpoint", core_cancel_shielded_checkpoint},
+      {"checkpoint_as", core_checkpoint_as},
+      {"checkpoint_if_cancelled_as", core_checkpoint_if_cancelled_as},
+      {"cancel_shielded_checkpoint_as", core_cancel_shielded_checkpoint_as},
       {"current_task", core_current_task},
       {"get_running_tasks", core_get_running_tasks},
       {"wait_all_tasks_blocked", core_wait_all_tasks_blocked},
@@ -152,6 +155,7 @@ TETHER_API int luaopen_tether_core (lua_State *L) {
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, funcs, 1);
   tether__open_signal(L);
+  tether__open_park(L);
   lua_pushliteral(L, TETHER_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -23,6 +23,7 @@
 #define TETHER_STATUS_MT "tether.TaskStatus"
 #define TETHER_CTX_MT    "tether.Context"
 #define TETHER_RECV_MT   "tether.SignalReceiver"
+#define TETHER_LOT_MT    "tether.ParkingLot"
 
 /* Signal numbers are below this (Linux: NSIG is 65). */
 #define TETHER_NSIG 65
@@ -254,6 +255,9 @@ TETHER__HIDDEN int core_sleep_forever (lua_State *L);
 TETHER__HIDDEN int core_checkpoint (lua_State *L);
 TETHER__HIDDEN int core_checkpoint_if_cancelled (lua_State *L);
 TETHER__HIDDEN int core_cancel_shielded_checkpoint (lua_State *L);
+TETHER__HIDDEN int core_checkpoint_as (lua_State *L);
+TETHER__HIDDEN int core_checkpoint_if_cancelled_as (lua_State *L);
+TETHER__HIDDEN int core_cancel_shielded_checkpoint_as (lua_State *L);
 TETHER__HIDDEN int core_current_task (lua_State *L);
 TETHER__HIDDEN int core_get_running_tasks (lua_State *L);
 TETHER__HIDDEN int core_wait_all_tasks_blocked (lua_State *L);
@@ -285,6 +289,9 @@ TETHER__HIDDEN int core_current_effective_deadline (lua_State *L);
 TETHER__HIDDEN void tether__signals_start (struct ctx *c);
 TETHER__HIDDEN void tether__signals_stop (struct ctx *c);
 TETHER__HIDDEN void tether__open_signal (lua_State *L);
+
+/* park.c */
+TETHER__HIDDEN void tether__open_park (lua_State *L);
 
 /* group.c */
 TETHER__HIDDEN void tether__open_group (lua_State *L);

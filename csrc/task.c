@@ -463,6 +463,28 @@ int core_cancel_shielded_checkpoint (lua_State *L) {
   return tether__reschedule(L, t, 0, shielded_k);
 }
 
+/*
+** The same three checkpoints for the facade's primitives: argument 1 names
+** the public function, so errors speak of "lock:acquire", not of a
+** checkpoint the user never called.
+*/
+int core_checkpoint_as (lua_State *L) {
+  struct task *t = tether__check_task(L, CTX(L), luaL_checkstring(L, 1));
+  return tether__reschedule(L, t, 0, checkpoint_k);
+}
+
+int core_checkpoint_if_cancelled_as (lua_State *L) {
+  struct task *t = tether__check_task(L, CTX(L), luaL_checkstring(L, 1));
+  if (!t->scope->effective)
+    return 0;
+  return tether__reschedule(L, t, 0, checkpoint_k);
+}
+
+int core_cancel_shielded_checkpoint_as (lua_State *L) {
+  struct task *t = tether__check_task(L, CTX(L), luaL_checkstring(L, 1));
+  return tether__reschedule(L, t, 0, shielded_k);
+}
+
 static int sleep_abort (struct task *t) {
   tether__remove_deadline(t->ctx, &t->sleep);
   return 1;

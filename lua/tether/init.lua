@@ -6,6 +6,8 @@
 
 local core = require "tether.core"
 local errors = require "tether.errors"
+local sync = require "tether.sync"
+local stream = require "tether.stream"
 
 core.set_error_classes(errors)
 
@@ -32,6 +34,13 @@ for _, name in ipairs {
 } do
   tether[name] = core[name]
 end
+
+for _, name in ipairs {
+  "Event", "Lock", "Semaphore", "Condition", "CapacityLimiter", "pcall",
+} do
+  tether[name] = sync[name]
+end
+tether.create_memory_object_stream = stream.create_memory_object_stream
 
 -- Signal numbers of this platform: tether.SIGTERM, tether.SIGINT, ...
 for name, value in pairs(core) do

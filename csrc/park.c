@@ -1,0 +1,183 @@
+/*
+** park.c
+** The parking lot (Trio's ParkingLot): a FIFO queue of parked tasks that the
+** synchronisation primitives and streams of the Lua facade are built on.
+** Parking is cancellable; unparking hands values to the woken task at wake
+** time, so a later cancel cannot undo it. Parking allocates nothing: the
+** queue links through each task's wait node.
+*/
+
+#include "internal.h"
+
+#define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
+
+/* Stack index of the payload in lot_park's frame, which is the frame a parked
+   task is suspended in. */
+#define PAYLOAD 3
+
+struct lot {
+  struct queue waiters; /* tasks, linked by their wait_node */
+  int nwaiters;
+};
+
+static struct lot *check_lot (lua_State *L, const char *fname) {
+  struct lot *lot = luaL_testudata(L, 1, TETHER_LOT_MT);
+  if (lot == NULL)
+    tether__fname_error(L, fname,
+                        "expected a parking lot as self (use a colon), "
+                        "got %s",
+                        luaL_typename(L, 1));
+  return lot;
+}
+
+/* tether.core.ParkingLot() */
+static int core_ParkingLot (lua_State *L) {
+  struct lot *lot = lua_newuserdatauv(L, sizeof *lot, 0);
+  queue_init(&lot->waiters);
+  lot->nwaiters = 0;
+  luaL_setmetatable(L, TETHER_LOT_MT);
+  return 1;
+}
+
+static int lot_abort (struct task *t) {
+  struct lot *lot = t->wait_data;
+  queue_remove(&t->wait_node);
+  lot->nwaiters--;
+  return 1;
+}
+
+static int park_k (lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  tether__check_wake(L, CTX(L)->current);
+  return lua_gettop(L) - (int)base;
+}
+
+/*
+** lot:park([fname [, payload]]) -> the values given to unpark; raises
+** Cancelled if cancelled first. 'fname' names the public function in errors;
+** 'payload' stays in this frame for the unparker to take (a blocked
+** sender's item).
+*/
+static int lot_park (lua_State *L) {
+  struct lot *lot = check_lot(L, "lot:park");
+  struct task *t =
+      tether__check_task(L, CTX(L), luaL_optstring(L, 2, "lot:park"));
+  lua_settop(L, PAYLOAD);
+  queue_insert_tail(&lot->waiters, &t->wait_node);
+  lot->nwaiters++;
+  t->wait_data = lot;
+  return tether__park(L, t, lot_abort, PAYLOAD, park_k);
+}
+
+/* Wakes the longest-parked task, handing it the values at 'first'..top. */
+static struct task *unpark_one (lua_State *L, struct lot *lot, int first) {
+  struct task *t;
+  int n = lua_gettop(L) - first + 1, i;
+  if (lot->nwaiters == 0)
+    return NULL;
+  t = queue_data(queue_head(&lot->waiters), struct task, wait_node);
+  if (!lua_checkstack(t->L, n + 1))
+    luaL_error(L, "not enough memory");
+  for (i = first; i < first + n; i++)
+    lua_pushvalue(L, i);
+  lua_xmove(L, t->L, n);
+  t->nresume = n;
+  lot->nwaiters--;
+  tether__wake(t, WAKE_OK);
+  return t;
+}
+
+/*
+** lot:unpark(...) -> id and payload of the woken task, or nothing when none
+** was parked. The task resumes with the given values.
+*/
+static int lot_unpark (lua_State *L) {
+  struct lot *lot = check_lot(L, "lot:unpark");
+  int top = lua_gettop(L);
+  struct task *t = unpark_one(L, lot, 2);
+  if (t == NULL)
+    return 0;
+  lua_settop(L, top);
+  lua_pushinteger(L, t->id);
+  lua_pushvalue(t->L, PAYLOAD);
+  lua_xmove(t->L, L, 1);
+  return 2;
+}
+
+/* lot:unpark_task(id, ...) -> whether task 'id' was parked here (it is
+   woken with the values) */
+static int lot_unpark_task (lua_State *L) {
+  struct lot *lot = check_lot(L, "lot:unpark_task");
+  lua_Integer id = luaL_checkinteger(L, 2);
+  struct queue *q;
+  for (q = lot->waiters.next; q != &lot->waiters; q = q->next) {
+    struct task *t = queue_data(q, struct task, wait_node);
+    if (t->id == id) {
+      /* move it to the front, then wake it like the longest waiter */
+      queue_remove(q);
+      queue_insert_head(&lot->waiters, q);
+      unpark_one(L, lot, 3);
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+  }
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
+/* lot:unpark_all(...) -> how many tasks were woken */
+static int lot_unpark_all (lua_State *L) {
+  struct lot *lot = check_lot(L, "lot:unpark_all");
+  int n = 0;
+  while (unpark_one(L, lot, 2) != NULL)
+    n++;
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+/* lot:first() -> id of the longest-parked task, or nil */
+static int lot_first (lua_State *L) {
+  struct lot *lot = check_lot(L, "lot:first");
+  if (lot->nwaiters == 0)
+    return 0;
+  lua_pushinteger(
+      L, queue_data(queue_head(&lot->waiters), struct task, wait_node)->id);
+  return 1;
+}
+
+static int lot__len (lua_State *L) {
+  lua_pushinteger(L, check_lot(L, "lot:__len")->nwaiters);
+  return 1;
+}
+
+/* tether.core.current_task_id() -> id of the running task, or nil */
+static int core_current_task_id (lua_State *L) {
+  struct task *t = CTX(L)->current;
+  if (t == NULL || t->L != L)
+    return 0;
+  lua_pushinteger(L, t->id);
+  return 1;
+}
+
+/* Adds ParkingLot and current_task_id to the module table on top; the ctx is
+   just below it. */
+void tether__open_park (lua_State *L) {
+  static const luaL_Reg methods[] = {{"park", lot_park},
+                                     {"unpark", lot_unpark},
+                                     {"unpark_all", lot_unpark_all},
+                                     {"unpark_task", lot_unpark_task},
+                                     {"first", lot_first},
+                                     {"__len", lot__len},
+                                     {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"ParkingLot", core_ParkingLot},
+                                   {"current_task_id", core_current_task_id},
+                                   {NULL, NULL}};
+  luaL_newmetatable(L, TETHER_LOT_MT);
+  lua_pushvalue(L, -3);
+  luaL_setfuncs(L, methods, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, funcs, 1);
+}

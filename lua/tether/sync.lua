@@ -1,0 +1,452 @@
+--- Synchronisation primitives: Event, Lock, Semaphore, Condition and
+-- CapacityLimiter, built on the core's parking lot.
+--
+-- Every wait is FIFO with direct hand-off: a released resource goes to the
+-- longest waiter at release time, so a `*_nowait` call in between cannot barge
+-- in. Every blocking call is a checkpoint, and a call that raised `Cancelled`
+-- had no effect. Objects may be created outside `tether.run` and used in it.
+-- @module tether.sync
+
+local core = require "tether.core"
+local errors = require "tether.errors"
+
+local ParkingLot = core.ParkingLot
+local task_id = core.current_task_id
+local checkpoint_as = core.checkpoint_as
+local checkpoint_if_cancelled_as = core.checkpoint_if_cancelled_as
+local shielded_checkpoint_as = core.cancel_shielded_checkpoint_as
+local WouldBlock = errors.WouldBlock
+
+local sync = {}
+
+--- Raises a misuse error "fname: message" (no position: the name says where).
+local function misuse(fname, message, ...)
+  error(fname .. ": " .. message:format(...), 0)
+end
+
+--- Checks that `self` is an instance of `class`, for method calls.
+local function check_self(self, class, fname)
+  if getmetatable(self) ~= class then
+    misuse(fname, "expected a %s as self (use a colon), got %s",
+      class.__name, type(self))
+  end
+end
+
+--- The running task's id; misuse outside a task.
+local function current_task(fname)
+  local id = task_id()
+  if id == nil then
+    misuse(fname, "must be called from a tether task inside tether.run")
+  end
+  return id
+end
+
+local function would_block(fname, message)
+  error(WouldBlock.new(fname .. ": " .. message), 0)
+end
+
+local function is_count(n)
+  return math.type(n) == "integer" and n >= 0
+end
+
+--- Makes a class whose instances are also to-be-closed guards that call
+-- `release` (so `local _ <close> = lock:acquire()` releases at block end).
+local function class(name)
+  local cls = { __name = "tether." .. name }
+  cls.__index = cls
+  cls.__close = function(self) self:release() end
+  return cls
+end
+
+-- {======================================================================
+-- Event
+-- =======================================================================
+
+local Event = class "Event"
+Event.__close = nil
+
+--- A one-shot event: `set()` wakes every waiter; it cannot be cleared.
+-- @treturn Event
+function sync.Event()
+  return setmetatable({ _set = false, _lot = ParkingLot() }, Event)
+end
+
+--- Sets the event and wakes every waiter (idempotent, not a checkpoint).
+function Event:set()
+  check_self(self, Event, "event:set")
+  if not self._set then
+    self._set = true
+    self._lot:unpark_all()
+  end
+end
+
+--- Whether the event is set.
+function Event:is_set()
+  check_self(self, Event, "event:is_set")
+  return self._set
+end
+
+--- Blocks until the event is set (a checkpoint even when it already is).
+function Event:wait()
+  check_self(self, Event, "event:wait")
+  if self._set then return checkpoint_as("event:wait") end
+  self._lot:park("event:wait")
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- Lock
+-- =======================================================================
+
+local Lock = class "Lock"
+
+--- A non-reentrant lock owned by the task that acquired it.
+-- @treturn Lock
+function sync.Lock()
+  return setmetatable({ _owner = nil, _lot = ParkingLot() }, Lock)
+end
+
+local function check_not_owner(self, me, fname)
+  if self._owner == me then
+    misuse(fname, "the lock is already held by this task (locks are not "
+      .. "reentrant)")
+  end
+end
+
+--- Takes the lock if it is free; raises `WouldBlock` otherwise.
+-- @return the lock, as a to-be-closed guard
+function Lock:acquire_nowait()
+  local fname = "lock:acquire_nowait"
+  check_self(self, Lock, fname)
+  local me = current_task(fname)
+  check_not_owner(self, me, fname)
+  if self._owner ~= nil then would_block(fname, "the lock is held by another task") end
+  self._owner = me
+  return self
+end
+
+--- Waits for the lock (FIFO) and takes it.
+-- @return the lock, as a to-be-closed guard that releases it
+function Lock:acquire()
+  local fname = "lock:acquire"
+  check_self(self, Lock, fname)
+  local me = current_task(fname)
+  check_not_owner(self, me, fname)
+  checkpoint_if_cancelled_as(fname)
+  if self._owner == nil then
+    self._owner = me
+    shielded_checkpoint_as(fname)
+  else
+    self._lot:park(fname) -- release() makes us the owner before waking us
+  end
+  return self
+end
+
+--- Releases the lock, handing it to the longest waiter if any.
+function Lock:release()
+  local fname = "lock:release"
+  check_self(self, Lock, fname)
+  local me = current_task(fname)
+  if self._owner ~= me then
+    misuse(fname, self._owner == nil and "the lock is not locked"
+      or "the lock is held by another task; only its owner may release it")
+  end
+  self._owner = self._lot:unpark() -- the woken task's id, or nil
+end
+
+--- Whether some task holds the lock.
+function Lock:locked()
+  check_self(self, Lock, "lock:locked")
+  return self._owner ~= nil
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- Semaphore
+-- =======================================================================
+
+local Semaphore = class "Semaphore"
+
+--- A counting semaphore; `value` is the number of free slots.
+-- @int initial the starting value (>= 0)
+-- @int[opt] max_value release() beyond this raises
+-- @treturn Semaphore
+function sync.Semaphore(initial, max_value)
+  local fname = "tether.Semaphore"
+  if not is_count(initial) then
+    misuse(fname, "initial value must be an integer >= 0, got %s", tostring(initial))
+  end
+  if max_value ~= nil and not is_count(max_value) then
+    misuse(fname, "max_value must be an integer or nil, got %s", tostring(max_value))
+  end
+  if max_value ~= nil and max_value < initial then
+    misuse(fname, "max_value (%d) must be >= the initial value (%d)", max_value, initial)
+  end
+  return setmetatable({ value = initial, max_value = max_value, _lot = ParkingLot() },
+    Semaphore)
+end
+
+--- Takes a slot if one is free; raises `WouldBlock` otherwise.
+-- @return the semaphore, as a to-be-closed guard
+function Semaphore:acquire_nowait()
+  local fname = "semaphore:acquire_nowait"
+  check_self(self, Semaphore, fname)
+  if self.value == 0 then would_block(fname, "the semaphore's value is 0") end
+  self.value = self.value - 1
+  return self
+end
+
+--- Waits for a slot (FIFO) and takes it.
+-- @return the semaphore, as a to-be-closed guard that releases it
+function Semaphore:acquire()
+  local fname = "semaphore:acquire"
+  check_self(self, Semaphore, fname)
+  checkpoint_if_cancelled_as(fname)
+  if self.value > 0 then
+    self.value = self.value - 1
+    shielded_checkpoint_as(fname)
+  else
+    self._lot:park(fname) -- release() handed us its slot
+  end
+  return self
+end
+
+--- Frees a slot: hands it to the longest waiter, or increments `value`.
+function Semaphore:release()
+  local fname = "semaphore:release"
+  check_self(self, Semaphore, fname)
+  if self._lot:unpark() then return end
+  if self.max_value ~= nil and self.value >= self.max_value then
+    misuse(fname, "released too many times (value would exceed max_value %d)",
+      self.max_value)
+  end
+  self.value = self.value + 1
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- Condition
+-- =======================================================================
+
+local Condition = class "Condition"
+
+--- A condition variable over a Lock (a new one when none is given).
+-- @tparam[opt] Lock lock
+-- @treturn Condition
+function sync.Condition(lock)
+  if lock == nil then
+    lock = sync.Lock()
+  elseif getmetatable(lock) ~= Lock then
+    misuse("tether.Condition", "expected a tether.Lock or nothing, got %s", type(lock))
+  end
+  return setmetatable({ _lock = lock, _lot = ParkingLot() }, Condition)
+end
+
+--- Acquires the underlying lock.
+-- @return the condition, as a to-be-closed guard that releases the lock
+function Condition:acquire()
+  check_self(self, Condition, "condition:acquire")
+  self._lock:acquire()
+  return self
+end
+
+--- Acquires the underlying lock if free; raises `WouldBlock` otherwise.
+function Condition:acquire_nowait()
+  check_self(self, Condition, "condition:acquire_nowait")
+  self._lock:acquire_nowait()
+  return self
+end
+
+--- Releases the underlying lock.
+function Condition:release()
+  check_self(self, Condition, "condition:release")
+  self._lock:release()
+end
+
+--- Whether the underlying lock is held.
+function Condition:locked()
+  check_self(self, Condition, "condition:locked")
+  return self._lock._owner ~= nil
+end
+
+local function check_holder(self, fname)
+  check_self(self, Condition, fname)
+  if self._lock._owner == nil or self._lock._owner ~= task_id() then
+    misuse(fname, "the current task must hold the condition's lock")
+  end
+end
+
+local shield = { shield = true }
+
+--- Releases the lock, waits for a notification, and re-acquires the lock
+-- before returning or raising (also when cancelled).
+function Condition:wait()
+  local fname = "condition:wait"
+  check_holder(self, fname)
+  checkpoint_if_cancelled_as(fname)
+  local lock = self._lock
+  lock:release()
+  local ok, err = pcall(self._lot.park, self._lot, fname)
+  core.CancelScope(shield):run(lock.acquire, lock)
+  if not ok then error(err, 0) end
+end
+
+--- Waits until `predicate()` returns a true value, and returns it.
+function Condition:wait_for(predicate)
+  local value = predicate()
+  while not value do
+    self:wait()
+    value = predicate()
+  end
+  return value
+end
+
+--- Wakes up to `n` (default 1) of the longest waiters.
+function Condition:notify(n)
+  local fname = "condition:notify"
+  check_holder(self, fname)
+  n = n == nil and 1 or n
+  if not is_count(n) then misuse(fname, "n must be an integer >= 0, got %s", tostring(n)) end
+  for _ = 1, n do
+    if not self._lot:unpark() then break end
+  end
+end
+
+--- Wakes every waiter.
+function Condition:notify_all()
+  check_holder(self, "condition:notify_all")
+  self._lot:unpark_all()
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- CapacityLimiter
+-- =======================================================================
+
+local CapacityLimiter = { __name = "tether.CapacityLimiter" }
+local limiter_methods = {}
+
+local function check_total(total, fname)
+  if not (is_count(total) or total == math.huge) then
+    misuse(fname, "total_tokens must be an integer >= 0 or math.huge, got %s",
+      tostring(total))
+  end
+end
+
+--- Limits how many tasks hold a token at once; each task holds at most one.
+-- @tparam integer|number total total_tokens (math.huge for no limit)
+-- @treturn CapacityLimiter
+function sync.CapacityLimiter(total)
+  check_total(total, "tether.CapacityLimiter")
+  return setmetatable({ _total = total, _borrowed = 0, _borrowers = {},
+    _lot = ParkingLot() }, CapacityLimiter)
+end
+
+CapacityLimiter.__index = function(self, key)
+  if key == "total_tokens" then return self._total
+  elseif key == "borrowed_tokens" then return self._borrowed
+  elseif key == "available_tokens" then return self._total - self._borrowed
+  end
+  return limiter_methods[key]
+end
+
+--- Grants tokens to waiters, FIFO, while there are tokens to grant.
+local function grant(self)
+  while self._borrowed < self._total do
+    local id = self._lot:unpark()
+    if id == nil then return end
+    self._borrowers[id] = true
+    self._borrowed = self._borrowed + 1
+  end
+end
+
+CapacityLimiter.__newindex = function(self, key, value)
+  if key ~= "total_tokens" then
+    misuse("limiter." .. tostring(key), "only total_tokens can be set")
+  end
+  check_total(value, "limiter.total_tokens")
+  rawset(self, "_total", value)
+  grant(self)
+end
+
+CapacityLimiter.__close = function(self) self:release() end
+
+local function take_token(self, fname)
+  check_self(self, CapacityLimiter, fname)
+  local me = current_task(fname)
+  if self._borrowers[me] then
+    misuse(fname, "this task already holds one of this limiter's tokens")
+  end
+  return me, self._borrowed < self._total and #self._lot == 0
+end
+
+--- Takes a token if one is free; raises `WouldBlock` otherwise.
+-- @return the limiter, as a to-be-closed guard
+function limiter_methods:acquire_nowait()
+  local fname = "limiter:acquire_nowait"
+  local me, free = take_token(self, fname)
+  if not free then would_block(fname, "no token is available") end
+  self._borrowers[me] = true
+  self._borrowed = self._borrowed + 1
+  return self
+end
+
+--- Waits for a token (FIFO) and takes it.
+-- @return the limiter, as a to-be-closed guard that releases the token
+function limiter_methods:acquire()
+  local fname = "limiter:acquire"
+  local me, free = take_token(self, fname)
+  checkpoint_if_cancelled_as(fname)
+  if free and self._borrowed < self._total and #self._lot == 0 then
+    self._borrowers[me] = true
+    self._borrowed = self._borrowed + 1
+    shielded_checkpoint_as(fname)
+  else
+    self._lot:park(fname) -- grant() gave us a token before waking us
+  end
+  return self
+end
+
+--- Returns this task's token, handing it to the longest waiter if any.
+function limiter_methods:release()
+  local fname = "limiter:release"
+  check_self(self, CapacityLimiter, fname)
+  local me = current_task(fname)
+  if not self._borrowers[me] then
+    misuse(fname, "this task does not hold any of this limiter's tokens")
+  end
+  self._borrowers[me] = nil
+  self._borrowed = self._borrowed - 1
+  grant(self)
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- pcall
+-- =======================================================================
+
+local Cancelled, Interrupted = errors.Cancelled, errors.Interrupted
+
+local function let_cancellation_through(ok, ...)
+  if not ok then
+    local err = ...
+    local mt = getmetatable(err)
+    if mt == Cancelled or mt == Interrupted then error(err, 0) end
+  end
+  return ok, ...
+end
+
+--- Like `pcall`, but `Cancelled` and `Interrupted` propagate: code that
+-- catches "every error" cannot swallow a cancellation by accident.
+function sync.pcall(f, ...)
+  return let_cancellation_through(pcall(f, ...))
+end
+
+-- }======================================================================
+
+return sync
