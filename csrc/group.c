@@ -227,8 +227,7 @@ int core_task_group (lua_State *L) {
   lua_insert(L, 2);
   lua_pushvalue(L, 1);
   lua_insert(L, 4);
-  return body_k(L,
-                lua_pcallk(L, lua_gettop(L) - 3, LUA_MULTRET, 2, 0, body_k),
+  return body_k(L, lua_pcallk(L, lua_gettop(L) - 3, LUA_MULTRET, 2, 0, body_k),
                 0);
 }
 
@@ -248,8 +247,7 @@ static int task_args (lua_State *L, const char *fname, struct group *g) {
     fn = 3;
   if (!tether__is_callable(L, fn))
     tether__fname_error(L, fname, "expected a %sfunction to run, got %s",
-                        fn == 2 ? "task name or " : "",
-                        luaL_typename(L, fn));
+                        fn == 2 ? "task name or " : "", luaL_typename(L, fn));
   if (g->state != GROUP_ACTIVE)
     tether__fname_error(L, fname,
                         "this task group has exited; no new tasks can be "
@@ -391,19 +389,17 @@ static int group__gc (lua_State *L) {
 static int group__tostring (lua_State *L) {
   struct group *g = check_group(L, 1, "tg:__tostring");
   lua_pushfstring(L, "tether.TaskGroup (%s, %d children): %p",
-                  g->state == GROUP_ACTIVE ? "active" : "exited",
-                  g->nchildren, (void *)g);
+                  g->state == GROUP_ACTIVE ? "active" : "exited", g->nchildren,
+                  (void *)g);
   return 1;
 }
 
 /* Creates the TaskGroup and TaskStatus metatables; the ctx is on top. */
 void tether__open_group (lua_State *L) {
-  static const luaL_Reg methods[] = {{"start_soon", group_start_soon},
-                                     {"start", group_start},
-                                     {NULL, NULL}};
-  static const luaL_Reg metamethods[] = {{"__gc", group__gc},
-                                         {"__tostring", group__tostring},
-                                         {NULL, NULL}};
+  static const luaL_Reg methods[] = {
+      {"start_soon", group_start_soon}, {"start", group_start}, {NULL, NULL}};
+  static const luaL_Reg metamethods[] = {
+      {"__gc", group__gc}, {"__tostring", group__tostring}, {NULL, NULL}};
   static const luaL_Reg status_methods[] = {{"started", status_started},
                                             {NULL, NULL}};
   int ctx = lua_absindex(L, -1);

@@ -51,7 +51,7 @@ struct deadline {
 ** the task from whatever it waited on (the task then raises Cancelled), 0 when
 ** the task keeps waiting (a task group's exit, a pending tg:start).
 */
-typedef int (*tether_abort_fn) (struct task *t);
+typedef int (*tether_abort_fn)(struct task *t);
 
 enum task_state {
   TASK_FREE,    /* pooled record, thread idle */
@@ -74,21 +74,21 @@ struct task {
   struct deadline sleep;   /* wake-up time of sleep/sleep_until */
   lua_State *L;            /* the task's coroutine */
   struct ctx *ctx;
-  struct scope *scope;     /* innermost cancel scope */
-  struct group *group;     /* group it is a child of (NULL: main task) */
-  struct task *starter;    /* tg:start caller until started() moves it */
-  tether_abort_fn abort;   /* set while parked */
-  void *wait_data;         /* what the task waits on, for 'abort' */
+  struct scope *scope;   /* innermost cancel scope */
+  struct group *group;   /* group it is a child of (NULL: main task) */
+  struct task *starter;  /* tg:start caller until started() moves it */
+  tether_abort_fn abort; /* set while parked */
+  void *wait_data;       /* what the task waits on, for 'abort' */
   lua_Integer id;
-  lua_Integer parent_id;   /* 0 for the main task */
-  unsigned gen;            /* bumped on reuse; guards stale TaskStatus */
-  int slot;                /* index of its anchors in ctx's anchor table */
-  int nresume;             /* values pushed for its next resume */
-  unsigned char state;     /* enum task_state */
-  unsigned char wake;      /* enum wake_status of the last park */
-  unsigned char ours;      /* set by tether before every yield */
-  unsigned char started;   /* task_status:started() was called */
-  unsigned char reraise;   /* next message handler call is a re-raise */
+  lua_Integer parent_id; /* 0 for the main task */
+  unsigned gen;          /* bumped on reuse; guards stale TaskStatus */
+  int slot;              /* index of its anchors in ctx's anchor table */
+  int nresume;           /* values pushed for its next resume */
+  unsigned char state;   /* enum task_state */
+  unsigned char wake;    /* enum wake_status of the last park */
+  unsigned char ours;    /* set by tether before every yield */
+  unsigned char started; /* task_status:started() was called */
+  unsigned char reraise; /* next message handler call is a re-raise */
 };
 
 enum scope_state { SCOPE_NEW, SCOPE_ACTIVE, SCOPE_EXITED };
@@ -111,13 +111,13 @@ struct scope {
   struct queue tasks;    /* tasks whose innermost scope this is */
   struct deadline timer; /* in the heap while active with a finite deadline */
   struct scope *parent;
-  struct task *host;     /* task that entered it */
-  struct ctx *ctx;       /* loop it is active in */
-  double deadline;       /* absolute; HUGE_VAL for none */
-  double delay;          /* move_on_after: deadline = entry time + delay */
-  int reason_ref;        /* cancel(reason) text, or LUA_NOREF */
-  int fail_reason_ref;   /* fail_after reason, or LUA_NOREF */
-  unsigned char state;   /* enum scope_state */
+  struct task *host;   /* task that entered it */
+  struct ctx *ctx;     /* loop it is active in */
+  double deadline;     /* absolute; HUGE_VAL for none */
+  double delay;        /* move_on_after: deadline = entry time + delay */
+  int reason_ref;      /* cancel(reason) text, or LUA_NOREF */
+  int fail_reason_ref; /* fail_after reason, or LUA_NOREF */
+  unsigned char state; /* enum scope_state */
   unsigned char shield;
   unsigned char cancel_called;
   unsigned char effective; /* cancelled as seen from inside (cached) */
@@ -134,12 +134,12 @@ struct group {
   struct scope *scope;   /* tg.cancel_scope (user value 1) */
   struct task *host;
   int nchildren;
-  int pending_starts;    /* tg:start calls whose child has not started */
-  int errors_ref;        /* {errors, tracebacks, tasks} or LUA_NOREF */
-  unsigned char state;   /* enum group_state */
-  unsigned char waiting; /* host parked in exit until children finish */
+  int pending_starts;      /* tg:start calls whose child has not started */
+  int errors_ref;          /* {errors, tracebacks, tasks} or LUA_NOREF */
+  unsigned char state;     /* enum group_state */
+  unsigned char waiting;   /* host parked in exit until children finish */
   unsigned char cancelled; /* body raised Cancelled or host cancelled */
-  unsigned char yielded; /* exit has yielded at least once */
+  unsigned char yielded;   /* exit has yielded at least once */
 };
 
 /* TaskStatus userdata: a tg:start child's handle to report readiness. */
@@ -150,37 +150,37 @@ struct task_status {
 
 /* One per lua_State: the loop, the run queue, the task pool, the root scope. */
 struct ctx {
-  lua_State *L;         /* main thread */
-  lua_State *from;      /* thread driving the loop, 'from' of lua_resume */
-  uv_loop_t *loop;      /* NULL outside tether.run */
+  lua_State *L;    /* main thread */
+  lua_State *from; /* thread driving the loop, 'from' of lua_resume */
+  uv_loop_t *loop; /* NULL outside tether.run */
   uv_loop_t own_loop;
-  uv_check_t tick;      /* runs ready tasks after each poll */
-  uv_idle_t spin;       /* active while tasks are ready: poll does not block */
-  uv_timer_t timer;     /* armed for the earliest deadline */
-  uv_timer_t watchdog;  /* tests only: see core.set_watchdog */
-  struct queue ready;   /* run queue */
-  struct queue live;    /* every live task */
-  struct queue pool;    /* finished task records with idle threads */
+  uv_check_t tick;     /* runs ready tasks after each poll */
+  uv_idle_t spin;      /* active while tasks are ready: poll does not block */
+  uv_timer_t timer;    /* armed for the earliest deadline */
+  uv_timer_t watchdog; /* tests only: see core.set_watchdog */
+  struct queue ready;  /* run queue */
+  struct queue live;   /* every live task */
+  struct queue pool;   /* finished task records with idle threads */
   struct queue blocked_waiters; /* wait_all_tasks_blocked callers */
   struct heap deadlines;
   struct scope root;    /* above the main task; Ctrl+C/watchdog cancel it */
   struct task *current; /* task being resumed, NULL between tasks */
   struct task *main;
   lua_Integer next_id;
-  int anchors_ref;      /* table: thread, name, traceback of each slot */
-  int nslots;           /* slots handed out so far */
-  int *free_slots;      /* slots of freed task records, for reuse */
+  int anchors_ref; /* table: thread, name, traceback of each slot */
+  int nslots;      /* slots handed out so far */
+  int *free_slots; /* slots of freed task records, for reuse */
   int nfree_slots;
   int cap_free_slots;
-  int npooled;          /* records in 'pool' */
-  int classes_ref;      /* error classes registered by the facade */
-  int ntasks;           /* live tasks */
-  int running;          /* inside tether.run */
-  int stopping;         /* main task done: leave uv_run */
-  int fatal_ref;        /* error raised by the scheduler itself */
+  int npooled;             /* records in 'pool' */
+  int classes_ref;         /* error classes registered by the facade */
+  int ntasks;              /* live tasks */
+  int running;             /* inside tether.run */
+  int stopping;            /* main task done: leave uv_run */
+  int fatal_ref;           /* error raised by the scheduler itself */
   double watchdog_seconds; /* 0: off */
   int watchdog_fired;
-  int interrupted;      /* Ctrl+C cancelled the run */
+  int interrupted;                        /* Ctrl+C cancelled the run */
   struct sigwatch *sigwatch[TETHER_NSIG]; /* per signal: this loop's watcher */
 };
 
@@ -210,7 +210,7 @@ TETHER__HIDDEN int tether__is_class (lua_State *L, int idx,
                                      const char *class_name);
 TETHER__HIDDEN void tether__new_error (lua_State *L, const char *class_name);
 TETHER__HIDDEN void tether__set_class (lua_State *L, int idx,
-                                      const char *class_name);
+                                       const char *class_name);
 TETHER__HIDDEN struct ctx *tether__ctx (lua_State *L);
 
 /* loop.c */
@@ -218,8 +218,7 @@ TETHER__HIDDEN int tether__run (lua_State *L);
 TETHER__HIDDEN void tether__schedule (struct ctx *c, struct task *t);
 TETHER__HIDDEN int tether__add_deadline (struct ctx *c, struct deadline *d,
                                          double when);
-TETHER__HIDDEN void tether__remove_deadline (struct ctx *c,
-                                             struct deadline *d);
+TETHER__HIDDEN void tether__remove_deadline (struct ctx *c, struct deadline *d);
 TETHER__HIDDEN void tether__push_anchors (struct ctx *c, lua_State *L);
 TETHER__HIDDEN int tether__debug_stats (lua_State *L);
 TETHER__HIDDEN int tether__set_watchdog (lua_State *L);

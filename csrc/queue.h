@@ -17,7 +17,7 @@ struct queue {
 };
 
 #define queue_data(node, type, field)                                          \
-  ((type *)((char *)(node) - offsetof(type, field)))
+  ((type *)((char *)(node)-offsetof(type, field)))
 
 static inline void queue_init (struct queue *q) {
   q->next = q;

@@ -186,8 +186,7 @@ void tether__scope_enter (lua_State *L, struct task *t, struct scope *s) {
 ** in force while its parent's is not visible from inside (decided now, from
 ** the scopes' states at exit).
 */
-int tether__scope_exit (lua_State *L, struct task *t, struct scope *s,
-                        int ok) {
+int tether__scope_exit (lua_State *L, struct task *t, struct scope *s, int ok) {
   int catches;
   while (t->scope != s && t->scope != NULL && t->scope->host == t) {
     /* Misnesting: an inner scope of this task was left without exiting.
@@ -302,8 +301,7 @@ int core_CancelScope (lua_State *L) {
 /* Shared by move_on_after/fail_after: a scope with a relative or absolute deadline. */
 static int new_timeout (lua_State *L, const char *fname, int relative,
                         int fail) {
-  double t = opt_time(L, 1, fname, relative ? "delay" : "deadline",
-                      relative);
+  double t = opt_time(L, 1, fname, relative ? "delay" : "deadline", relative);
   int shield = opt_shield(L, 2, fname);
   struct scope *s;
   if (fail && lua_istable(L, 2)) {
@@ -388,10 +386,8 @@ static int scope_run (lua_State *L) {
   tether__scope_enter(L, t, s);
   lua_pushcfunction(L, tether__msgh);
   lua_insert(L, 2);
-  return scope_run_k(L,
-                     lua_pcallk(L, lua_gettop(L) - 3, LUA_MULTRET, 2, 0,
-                                scope_run_k),
-                     0);
+  return scope_run_k(
+      L, lua_pcallk(L, lua_gettop(L) - 3, LUA_MULTRET, 2, 0, scope_run_k), 0);
 }
 
 /* scope:cancel([reason]) */

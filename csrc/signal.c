@@ -234,8 +234,8 @@ void tether__signals_stop (struct ctx *c) {
     if (w == NULL)
       continue;
     while (!queue_empty(&w->receivers)) {
-      struct rlink *l = queue_data(queue_head(&w->receivers), struct rlink,
-                                   node);
+      struct rlink *l =
+          queue_data(queue_head(&w->receivers), struct rlink, node);
       queue_remove(&l->node);
       l->r->closed = 1;
     }
@@ -254,16 +254,16 @@ static const struct {
   const char *name;
   int signum;
 } signal_names[] = {
-    {"SIGHUP", SIGHUP},     {"SIGINT", SIGINT},       {"SIGQUIT", SIGQUIT},
-    {"SIGILL", SIGILL},     {"SIGTRAP", SIGTRAP},     {"SIGABRT", SIGABRT},
-    {"SIGBUS", SIGBUS},     {"SIGFPE", SIGFPE},       {"SIGKILL", SIGKILL},
-    {"SIGUSR1", SIGUSR1},   {"SIGSEGV", SIGSEGV},     {"SIGUSR2", SIGUSR2},
-    {"SIGPIPE", SIGPIPE},   {"SIGALRM", SIGALRM},     {"SIGTERM", SIGTERM},
-    {"SIGCHLD", SIGCHLD},   {"SIGCONT", SIGCONT},     {"SIGSTOP", SIGSTOP},
-    {"SIGTSTP", SIGTSTP},   {"SIGTTIN", SIGTTIN},     {"SIGTTOU", SIGTTOU},
-    {"SIGURG", SIGURG},     {"SIGXCPU", SIGXCPU},     {"SIGXFSZ", SIGXFSZ},
-    {"SIGVTALRM", SIGVTALRM}, {"SIGPROF", SIGPROF},   {"SIGWINCH", SIGWINCH},
-    {"SIGIO", SIGIO},       {"SIGSYS", SIGSYS},       {NULL, 0}};
+    {"SIGHUP", SIGHUP},       {"SIGINT", SIGINT},   {"SIGQUIT", SIGQUIT},
+    {"SIGILL", SIGILL},       {"SIGTRAP", SIGTRAP}, {"SIGABRT", SIGABRT},
+    {"SIGBUS", SIGBUS},       {"SIGFPE", SIGFPE},   {"SIGKILL", SIGKILL},
+    {"SIGUSR1", SIGUSR1},     {"SIGSEGV", SIGSEGV}, {"SIGUSR2", SIGUSR2},
+    {"SIGPIPE", SIGPIPE},     {"SIGALRM", SIGALRM}, {"SIGTERM", SIGTERM},
+    {"SIGCHLD", SIGCHLD},     {"SIGCONT", SIGCONT}, {"SIGSTOP", SIGSTOP},
+    {"SIGTSTP", SIGTSTP},     {"SIGTTIN", SIGTTIN}, {"SIGTTOU", SIGTTOU},
+    {"SIGURG", SIGURG},       {"SIGXCPU", SIGXCPU}, {"SIGXFSZ", SIGXFSZ},
+    {"SIGVTALRM", SIGVTALRM}, {"SIGPROF", SIGPROF}, {"SIGWINCH", SIGWINCH},
+    {"SIGIO", SIGIO},         {"SIGSYS", SIGSYS},   {NULL, 0}};
 
 static const char *name_of (int signum) {
   int i;
@@ -284,12 +284,10 @@ static int check_signal (lua_State *L, int idx, const char *fname,
   if (lua_type(L, idx) == LUA_TNUMBER) {
     lua_Integer n;
     if (!lua_isinteger(L, idx))
-      return tether__fname_error(L, fname, "signal #%d is not an integer",
-                                 idx);
+      return tether__fname_error(L, fname, "signal #%d is not an integer", idx);
     n = lua_tointeger(L, idx);
     if (n < 1 || n >= NSIG)
-      return tether__fname_error(L, fname, "unknown signal number %d",
-                                 (int)n);
+      return tether__fname_error(L, fname, "unknown signal number %d", (int)n);
     signum = (int)n;
   }
   else if (lua_type(L, idx) == LUA_TSTRING) {
@@ -308,16 +306,14 @@ static int check_signal (lua_State *L, int idx, const char *fname,
                                "\"SIGTERM\", got %s",
                                luaL_typename(L, idx));
   if (catchable && (signum == SIGKILL || signum == SIGSTOP))
-    return tether__fname_error(L, fname,
-                               "%s cannot be caught, blocked or ignored",
-                               name_of(signum));
+    return tether__fname_error(
+        L, fname, "%s cannot be caught, blocked or ignored", name_of(signum));
   return signum;
 }
 
 /* tether.signal_name(n) -> "SIGTERM" (nil for numbers without a name) */
 static int core_signal_name (lua_State *L) {
-  const char *name =
-      name_of(check_signal(L, 1, "tether.signal_name", 0));
+  const char *name = name_of(check_signal(L, 1, "tether.signal_name", 0));
   if (name == NULL)
     return 0;
   lua_pushstring(L, name);
@@ -413,8 +409,7 @@ static int core_open_signal_receiver (lua_State *L) {
     return tether__fname_error(L, fname,
                                "called outside tether.run; open receivers "
                                "inside a task");
-  r = lua_newuserdatauv(L, sizeof *r + (size_t)(n - 1) * sizeof r->links[0],
-                        0);
+  r = lua_newuserdatauv(L, sizeof *r + (size_t)(n - 1) * sizeof r->links[0], 0);
   memset(r, 0, sizeof *r);
   r->ctx = c;
   r->closed = 1; /* until every watcher is in place */
@@ -539,9 +534,8 @@ static int receiver__tostring (lua_State *L) {
 /* Adds the receiver metatable, the functions and the SIG* constants to the
    module table on top; the ctx is just below it. */
 void tether__open_signal (lua_State *L) {
-  static const luaL_Reg methods[] = {{"receive", receiver_receive},
-                                     {"close", receiver_close},
-                                     {NULL, NULL}};
+  static const luaL_Reg methods[] = {
+      {"receive", receiver_receive}, {"close", receiver_close}, {NULL, NULL}};
   static const luaL_Reg metamethods[] = {{"__call", receiver__call},
                                          {"__close", receiver_close},
                                          {"__gc", receiver__gc},

@@ -272,10 +272,8 @@ static int task_entry_k (lua_State *L, int status, lua_KContext k) {
 static int task_entry (lua_State *L) {
   lua_pushcfunction(L, tether__msgh);
   lua_insert(L, 1);
-  return task_entry_k(L,
-                      lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 1, 0,
-                                 task_entry_k),
-                      0);
+  return task_entry_k(
+      L, lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 1, 0, task_entry_k), 0);
 }
 
 /*
