@@ -5,6 +5,7 @@
 */
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -83,8 +84,22 @@ static int core_current_time (lua_State *L) {
 }
 
 /* The context is collected with its state: free what C owns. */
+/*
+** The context is collected with its state. If that happens while a loop is
+** open (os.exit(code, true) inside a task closes the state from within
+** tether.run), the loop cannot be run any more: restore the signal
+** dispositions, which are process-wide, and free the task records; the
+** threads belong to the state and go with it.
+*/
 static int ctx__gc (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
+  if (c->loop != NULL)
+    tether__signals_stop(c);
+  while (!queue_empty(&c->live)) {
+    struct queue *q = queue_head(&c->live);
+    queue_remove(q);
+    free(queue_data(q, struct task, live_node));
+  }
   tether__free_pool(c);
   heap_free(&c->deadlines);
   return 0;
