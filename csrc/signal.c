@@ -198,16 +198,25 @@ static struct sigwatch *watch (struct ctx *c, int signum, int *err) {
   return w;
 }
 
-/* Stops and frees a watcher nobody needs; returns whether the signal's
-   disposition was restored. */
-static int unwatch_if_unused (struct sigwatch *w) {
-  int restored;
+/* Whether libuv caught deliveries for this watcher that have not reached
+   the loop yet (they wait in its self-pipe until the loop polls). */
+static int in_flight (const struct sigwatch *w) {
+  return w->handle.caught_signals != w->handle.dispatched_signals;
+}
+
+/*
+** Stops and frees a watcher nobody needs any more. If that restored the
+** signal's disposition, deliveries nobody read ('unread', or still in
+** flight) are re-raised once to it, as Trio does.
+*/
+static void unwatch_if_unused (struct sigwatch *w, int unread) {
   if (!queue_empty(&w->receivers) || w->runner)
-    return 0;
+    return;
+  unread = unread || in_flight(w);
   w->ctx->sigwatch[w->signum] = NULL;
-  restored = stop_watching(&w->handle, w->signum);
+  if (stop_watching(&w->handle, w->signum) && unread)
+    uv_kill(uv_os_getpid(), w->signum);
   uv_close((uv_handle_t *)&w->handle, free_watch);
-  return restored;
 }
 
 /* At the start of tether.run: the Ctrl+C watcher, unless SIGINT is ignored
@@ -225,22 +234,21 @@ void tether__signals_start (struct ctx *c) {
     w->runner = 1;
 }
 
-/* At the end of tether.run: detach receivers still open and stop every
-   watcher of the loop, restoring dispositions. */
+static void detach (struct receiver *r);
+
+/* At the end of tether.run: close the receivers still open (re-raising
+   what they did not read) and stop every watcher of the loop, restoring
+   dispositions. */
 void tether__signals_stop (struct ctx *c) {
+  struct sigwatch *w;
   int signum;
-  for (signum = 1; signum < TETHER_NSIG; signum++) {
-    struct sigwatch *w = c->sigwatch[signum];
-    if (w == NULL)
-      continue;
-    while (!queue_empty(&w->receivers)) {
-      struct rlink *l =
-          queue_data(queue_head(&w->receivers), struct rlink, node);
-      queue_remove(&l->node);
-      l->r->closed = 1;
-    }
+  if ((w = c->sigwatch[SIGINT]) != NULL)
     w->runner = 0;
-    unwatch_if_unused(w);
+  for (signum = 1; signum < TETHER_NSIG; signum++) {
+    while ((w = c->sigwatch[signum]) != NULL && !queue_empty(&w->receivers))
+      detach(queue_data(queue_head(&w->receivers), struct rlink, node)->r);
+    if (w != NULL)
+      unwatch_if_unused(w, 0);
   }
 }
 
@@ -374,17 +382,15 @@ static void detach (struct receiver *r) {
   for (i = 0; i < r->nlinks; i++) {
     struct rlink *l = &r->links[i];
     struct sigwatch *w = r->ctx->sigwatch[l->signum];
-    int unread = r->counts[l->signum] > 0, restored;
+    int unread = r->counts[l->signum] > 0;
     if (queue_empty(&l->node))
       continue; /* detached when the loop ended */
     queue_remove(&l->node);
     if (!queue_empty(&w->receivers))
       continue; /* other receivers got their own copy */
-    if (unread && w->runner)
-      interrupt(r->ctx);
-    restored = unwatch_if_unused(w);
-    if (unread && restored)
-      uv_kill(uv_os_getpid(), l->signum);
+    if (w->runner && unread)
+      interrupt(r->ctx); /* deliveries in flight reach the runner anyway */
+    unwatch_if_unused(w, unread);
   }
   r->npending = 0;
   memset(r->counts, 0, sizeof r->counts);
@@ -425,8 +431,8 @@ static int core_open_signal_receiver (lua_State *L) {
   }
   if (err < 0) {
     detach(r);
-    return tether__fname_error(L, fname, "cannot watch %s: %s",
-                               name_of(signums[i]), uv_strerror(err));
+    return tether__fname_error(L, fname, "cannot watch signal %d: %s",
+                               signums[i], uv_strerror(err));
   }
   r->closed = 0;
   lua_pushnil(L);
