@@ -171,6 +171,8 @@ TETHER_API int luaopen_tether_core (lua_State *L) {
   luaL_setfuncs(L, funcs, 1);
   tether__open_signal(L);
   tether__open_park(L);
+  tether__open_event(L);
+  tether__open_stream(L);
   lua_pushliteral(L, TETHER_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -18,12 +18,15 @@
 #define TETHER__HIDDEN __attribute__((visibility("hidden")))
 
 /* Metatable names (also the type names users see in errors). */
-#define TETHER_SCOPE_MT  "tether.CancelScope"
-#define TETHER_GROUP_MT  "tether.TaskGroup"
-#define TETHER_STATUS_MT "tether.TaskStatus"
-#define TETHER_CTX_MT    "tether.Context"
-#define TETHER_RECV_MT   "tether.SignalReceiver"
-#define TETHER_LOT_MT    "tether.ParkingLot"
+#define TETHER_SCOPE_MT   "tether.CancelScope"
+#define TETHER_GROUP_MT   "tether.TaskGroup"
+#define TETHER_STATUS_MT  "tether.TaskStatus"
+#define TETHER_CTX_MT     "tether.Context"
+#define TETHER_RECV_MT    "tether.SignalReceiver"
+#define TETHER_LOT_MT     "tether.ParkingLot"
+#define TETHER_EVENT_MT   "tether.Event"
+#define TETHER_SEND_MT    "tether.MemoryObjectSendStream"
+#define TETHER_RECEIVE_MT "tether.MemoryObjectReceiveStream"
 
 /* Signal numbers are below this (Linux: NSIG is 65). */
 #define TETHER_NSIG 65
@@ -291,6 +294,10 @@ TETHER__HIDDEN void tether__open_signal (lua_State *L);
 
 /* park.c */
 TETHER__HIDDEN void tether__open_park (lua_State *L);
+
+/* event.c, stream.c */
+TETHER__HIDDEN void tether__open_event (lua_State *L);
+TETHER__HIDDEN void tether__open_stream (lua_State *L);
 
 /* group.c */
 TETHER__HIDDEN void tether__open_group (lua_State *L);

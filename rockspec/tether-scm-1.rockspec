@@ -39,11 +39,13 @@ build = {
     ["tether.core"] = {
       sources = {
         "csrc/core.c",
+        "csrc/event.c",
         "csrc/group.c",
         "csrc/loop.c",
         "csrc/park.c",
         "csrc/scope.c",
         "csrc/signal.c",
+        "csrc/stream.c",
         "csrc/task.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
@@ -53,6 +55,7 @@ build = {
     },
     ["tether"] = "lua/tether/init.lua",
     ["tether.errors"] = "lua/tether/errors.lua",
+    ["tether.sync"] = "lua/tether/sync.lua",
   },
 }
 

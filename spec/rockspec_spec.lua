@@ -9,8 +9,8 @@ local function load_rockspec()
   return env
 end
 
-local function c_sources()
-  local p = assert(io.popen("ls -1 csrc/*.c 2>/dev/null"))
+local function list(pattern)
+  local p = assert(io.popen("ls -1 " .. pattern .. " 2>/dev/null"))
   local files = {}
   for line in p:lines() do files[#files + 1] = line end
   p:close()
@@ -34,9 +34,19 @@ describe("rockspec/tether-scm-1.rockspec", function()
     local listed = {}
     for i, src in ipairs(rs.build.modules["tether.core"].sources) do listed[i] = src end
     table.sort(listed)
-    local present = c_sources()
+    local present = list("csrc/*.c")
     assert.is_true(#present > 0, "no csrc/*.c files")
     assert.same(present, listed)
+  end)
+
+  it("installs every lua/tether/*.lua file as a module", function()
+    local rs = load_rockspec()
+    local listed = {}
+    for _, src in pairs(rs.build.modules) do
+      if type(src) == "string" then listed[#listed + 1] = src end
+    end
+    table.sort(listed)
+    assert.same(list("lua/tether/*.lua"), listed)
   end)
 
   it("installs the Lua modules from files that exist", function()

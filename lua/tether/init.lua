@@ -7,7 +7,6 @@
 local core = require "tether.core"
 local errors = require "tether.errors"
 local sync = require "tether.sync"
-local stream = require "tether.stream"
 
 core.set_error_classes(errors)
 
@@ -30,17 +29,16 @@ for _, name in ipairs {
   "current_task", "get_running_tasks", "wait_all_tasks_blocked",
   "task_group", "CancelScope", "move_on_after", "move_on_at", "fail_after",
   "fail_at", "current_effective_deadline", "open_signal_receiver", "kill",
-  "getpid", "signal_name",
+  "getpid", "signal_name", "Event", "create_memory_object_stream",
 } do
   tether[name] = core[name]
 end
 
 for _, name in ipairs {
-  "Event", "Lock", "Semaphore", "Condition", "CapacityLimiter", "pcall",
+  "Lock", "Semaphore", "Condition", "CapacityLimiter", "pcall",
 } do
   tether[name] = sync[name]
 end
-tether.create_memory_object_stream = stream.create_memory_object_stream
 
 -- Signal numbers of this platform: tether.SIGTERM, tether.SIGINT, ...
 for name, value in pairs(core) do

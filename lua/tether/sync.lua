@@ -1,5 +1,5 @@
---- Synchronisation primitives: Event, Lock, Semaphore, Condition and
--- CapacityLimiter, built on the core's parking lot.
+--- Synchronisation primitives: Lock, Semaphore, Condition and
+-- CapacityLimiter, built on the core's parking lot (Event is in the core).
 --
 -- Every wait is FIFO with direct hand-off: a released resource goes to the
 -- longest waiter at release time, so a `*_nowait` call in between cannot barge
@@ -12,7 +12,6 @@ local errors = require "tether.errors"
 
 local ParkingLot = core.ParkingLot
 local task_id = core.current_task_id
-local checkpoint_as = core.checkpoint_as
 local checkpoint_if_cancelled_as = core.checkpoint_if_cancelled_as
 local shielded_checkpoint_as = core.cancel_shielded_checkpoint_as
 local WouldBlock = errors.WouldBlock
@@ -45,6 +44,12 @@ local function would_block(fname, message)
   error(WouldBlock.new(fname .. ": " .. message), 0)
 end
 
+local function callable(f)
+  if type(f) == "function" then return true end
+  local mt = getmetatable(f)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+
 local function is_count(n)
   return math.type(n) == "integer" and n >= 0
 end
@@ -57,43 +62,6 @@ local function class(name)
   cls.__close = function(self) self:release() end
   return cls
 end
-
--- {======================================================================
--- Event
--- =======================================================================
-
-local Event = class "Event"
-Event.__close = nil
-
---- A one-shot event: `set()` wakes every waiter; it cannot be cleared.
--- @treturn Event
-function sync.Event()
-  return setmetatable({ _set = false, _lot = ParkingLot() }, Event)
-end
-
---- Sets the event and wakes every waiter (idempotent, not a checkpoint).
-function Event:set()
-  check_self(self, Event, "event:set")
-  if not self._set then
-    self._set = true
-    self._lot:unpark_all()
-  end
-end
-
---- Whether the event is set.
-function Event:is_set()
-  check_self(self, Event, "event:is_set")
-  return self._set
-end
-
---- Blocks until the event is set (a checkpoint even when it already is).
-function Event:wait()
-  check_self(self, Event, "event:wait")
-  if self._set then return checkpoint_as("event:wait") end
-  self._lot:park("event:wait")
-end
-
--- }======================================================================
 
 -- {======================================================================
 -- Lock
@@ -114,45 +82,57 @@ local function check_not_owner(self, me, fname)
   end
 end
 
+-- The lock operations take the public name of the caller, so that a
+-- Condition's errors name the condition's method.
+
+local function lock_acquire_nowait(lock, fname)
+  local me = current_task(fname)
+  check_not_owner(lock, me, fname)
+  if lock._owner ~= nil then would_block(fname, "the lock is held by another task") end
+  lock._owner = me
+end
+
+local function lock_acquire(lock, fname)
+  local me = current_task(fname)
+  check_not_owner(lock, me, fname)
+  checkpoint_if_cancelled_as(fname)
+  if lock._owner == nil then
+    lock._owner = me
+    shielded_checkpoint_as(fname)
+  else
+    lock._lot:park(fname) -- release() makes us the owner before waking us
+  end
+end
+
+local function lock_release(lock, fname)
+  local me = current_task(fname)
+  if lock._owner ~= me then
+    misuse(fname, lock._owner == nil and "the lock is not locked"
+      or "the lock is held by another task; only its owner may release it")
+  end
+  lock._owner = lock._lot:unpark() -- the woken task's id, or nil
+end
+
 --- Takes the lock if it is free; raises `WouldBlock` otherwise.
 -- @return the lock, as a to-be-closed guard
 function Lock:acquire_nowait()
-  local fname = "lock:acquire_nowait"
-  check_self(self, Lock, fname)
-  local me = current_task(fname)
-  check_not_owner(self, me, fname)
-  if self._owner ~= nil then would_block(fname, "the lock is held by another task") end
-  self._owner = me
+  check_self(self, Lock, "lock:acquire_nowait")
+  lock_acquire_nowait(self, "lock:acquire_nowait")
   return self
 end
 
 --- Waits for the lock (FIFO) and takes it.
 -- @return the lock, as a to-be-closed guard that releases it
 function Lock:acquire()
-  local fname = "lock:acquire"
-  check_self(self, Lock, fname)
-  local me = current_task(fname)
-  check_not_owner(self, me, fname)
-  checkpoint_if_cancelled_as(fname)
-  if self._owner == nil then
-    self._owner = me
-    shielded_checkpoint_as(fname)
-  else
-    self._lot:park(fname) -- release() makes us the owner before waking us
-  end
+  check_self(self, Lock, "lock:acquire")
+  lock_acquire(self, "lock:acquire")
   return self
 end
 
 --- Releases the lock, handing it to the longest waiter if any.
 function Lock:release()
-  local fname = "lock:release"
-  check_self(self, Lock, fname)
-  local me = current_task(fname)
-  if self._owner ~= me then
-    misuse(fname, self._owner == nil and "the lock is not locked"
-      or "the lock is held by another task; only its owner may release it")
-  end
-  self._owner = self._lot:unpark() -- the woken task's id, or nil
+  check_self(self, Lock, "lock:release")
+  lock_release(self, "lock:release")
 end
 
 --- Whether some task holds the lock.
@@ -249,21 +229,21 @@ end
 -- @return the condition, as a to-be-closed guard that releases the lock
 function Condition:acquire()
   check_self(self, Condition, "condition:acquire")
-  self._lock:acquire()
+  lock_acquire(self._lock, "condition:acquire")
   return self
 end
 
 --- Acquires the underlying lock if free; raises `WouldBlock` otherwise.
 function Condition:acquire_nowait()
   check_self(self, Condition, "condition:acquire_nowait")
-  self._lock:acquire_nowait()
+  lock_acquire_nowait(self._lock, "condition:acquire_nowait")
   return self
 end
 
 --- Releases the underlying lock.
 function Condition:release()
   check_self(self, Condition, "condition:release")
-  self._lock:release()
+  lock_release(self._lock, "condition:release")
 end
 
 --- Whether the underlying lock is held.
@@ -288,14 +268,19 @@ function Condition:wait()
   check_holder(self, fname)
   checkpoint_if_cancelled_as(fname)
   local lock = self._lock
-  lock:release()
+  lock_release(lock, fname)
   local ok, err = pcall(self._lot.park, self._lot, fname)
-  core.CancelScope(shield):run(lock.acquire, lock)
+  core.CancelScope(shield):run(lock_acquire, lock, fname)
   if not ok then error(err, 0) end
 end
 
 --- Waits until `predicate()` returns a true value, and returns it.
 function Condition:wait_for(predicate)
+  local fname = "condition:wait_for"
+  check_self(self, Condition, fname)
+  if not callable(predicate) then
+    misuse(fname, "predicate must be callable, got %s", type(predicate))
+  end
   local value = predicate()
   while not value do
     self:wait()

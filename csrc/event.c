@@ -1,0 +1,105 @@
+/*
+** event.c
+** Event: a one-shot flag that wakes every waiter when set. In C because a
+** set/wait pair is a message hop (see stream.c).
+*/
+
+#include "internal.h"
+
+#define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
+
+struct event {
+  struct queue waiters; /* parked tasks */
+  int set;
+};
+
+static struct event *check_event (lua_State *L, const char *fname) {
+  struct event *e = luaL_testudata(L, 1, TETHER_EVENT_MT);
+  if (e == NULL)
+    tether__fname_error(L, fname,
+                        "expected an Event as self (use a colon), got %s",
+                        luaL_typename(L, 1));
+  return e;
+}
+
+/* tether.Event() */
+static int core_Event (lua_State *L) {
+  struct event *e = lua_newuserdatauv(L, sizeof *e, 0);
+  queue_init(&e->waiters);
+  e->set = 0;
+  luaL_setmetatable(L, TETHER_EVENT_MT);
+  return 1;
+}
+
+/* event:set(): wakes every waiter; idempotent, not a checkpoint */
+static int event_set (lua_State *L) {
+  struct event *e = check_event(L, "event:set");
+  if (e->set)
+    return 0;
+  e->set = 1;
+  while (!queue_empty(&e->waiters))
+    tether__wake(queue_data(queue_head(&e->waiters), struct task, wait_node),
+                 WAKE_OK);
+  return 0;
+}
+
+static int event_is_set (lua_State *L) {
+  lua_pushboolean(L, check_event(L, "event:is_set")->set);
+  return 1;
+}
+
+static int waiter_abort (struct task *t) {
+  queue_remove(&t->wait_node);
+  return 1;
+}
+
+static int woken_k (lua_State *L, int status, lua_KContext k) {
+  struct task *t = CTX(L)->current;
+  (void)status;
+  (void)k;
+  tether__check_wake(L, t);
+  return 0;
+}
+
+static int set_k (lua_State *L, int status, lua_KContext k) {
+  struct task *t = CTX(L)->current;
+  (void)status;
+  (void)k;
+  if (t->scope->effective)
+    return tether__raise_cancelled(L, t);
+  return 0;
+}
+
+/* event:wait(): blocks until set; a checkpoint even when it already is */
+static int event_wait (lua_State *L) {
+  struct event *e = check_event(L, "event:wait");
+  struct task *t = tether__check_task(L, CTX(L), "event:wait");
+  if (e->set)
+    return tether__reschedule(L, t, 0, set_k);
+  queue_insert_tail(&e->waiters, &t->wait_node);
+  return tether__park(L, t, waiter_abort, 0, woken_k);
+}
+
+static int event__tostring (lua_State *L) {
+  struct event *e = check_event(L, "event:__tostring");
+  lua_pushfstring(L, "tether.Event (%s): %p", e->set ? "set" : "not set",
+                  (void *)e);
+  return 1;
+}
+
+/* Adds Event to the module table on top; the ctx is just below it. */
+void tether__open_event (lua_State *L) {
+  static const luaL_Reg methods[] = {{"set", event_set},
+                                     {"is_set", event_is_set},
+                                     {"wait", event_wait},
+                                     {"__tostring", event__tostring},
+                                     {NULL, NULL}};
+  luaL_newmetatable(L, TETHER_EVENT_MT);
+  lua_pushvalue(L, -3);
+  luaL_setfuncs(L, methods, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, core_Event);
+  lua_setfield(L, -2, "Event");
+}
