@@ -152,11 +152,23 @@ $(MODULE): $(OBJS) $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LIBFLAG) $(LDFLAGS) -o $@ $(OBJS) $(UV_LIBS)
 
-$(STATICLIB): $(OBJS)
+# The static library for embedders also carries the Lua facade, compiled in
+# (tether_openlibs registers it in package.preload).
+FACADE_C := $(BUILDDIR)/gen/facade.c
+FACADE_O := $(BUILDDIR)/obj/facade.o
+
+$(FACADE_C): $(LUA_SRCS) tools/embed_lua.lua
+	@mkdir -p $(@D)
+	$(LUA) tools/embed_lua.lua $@ $(LUA_SRCS)
+
+$(FACADE_O): $(FACADE_C) csrc/tether.h $(FLAGS_STAMP)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(STATICLIB): $(OBJS) $(FACADE_O)
 	$(if $(SRCS),,$(error no C sources: csrc/*.c matches nothing))
 	@mkdir -p $(@D)
 	rm -f $@
-	$(AR) rcs $@ $(OBJS)
+	$(AR) rcs $@ $(OBJS) $(FACADE_O)
 
 # Regenerated on every make, rewritten only when PREFIX/VERSION/... changed.
 $(PCFILE): tether.pc.in FORCE

@@ -93,12 +93,20 @@ static int core_current_time (lua_State *L) {
 */
 static int ctx__gc (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
-  if (c->loop != NULL)
+  if (c->loop != NULL) {
     tether__signals_stop(c);
+    uv_mutex_lock(&c->posts_lock);
+    c->posts_closed = 1;
+    tether__close_hub(c); /* an attached host runs its loop to free it */
+    uv_mutex_unlock(&c->posts_lock);
+  }
+  tether__drop_posts(c);
+  uv_mutex_destroy(&c->posts_lock);
   while (!queue_empty(&c->live)) {
-    struct queue *q = queue_head(&c->live);
-    queue_remove(q);
-    free(queue_data(q, struct task, live_node));
+    struct task *t = queue_data(queue_head(&c->live), struct task, live_node);
+    queue_remove(&t->live_node);
+    free(t->done);
+    free(t);
   }
   tether__free_pool(c);
   heap_free(&c->deadlines);
@@ -122,6 +130,8 @@ static struct ctx *open_ctx (lua_State *L) {
   queue_init(&c->pool);
   queue_init(&c->blocked_waiters);
   heap_init(&c->deadlines);
+  if (uv_mutex_init(&c->posts_lock) != 0)
+    luaL_error(L, "tether: cannot create a mutex");
   c->classes_ref = c->fatal_ref = c->anchors_ref = LUA_NOREF;
   tether__scope_init(&c->root, HUGE_VAL, 0);
   luaL_newmetatable(L, TETHER_CTX_MT);

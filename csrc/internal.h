@@ -32,6 +32,9 @@
 #define TETHER_NSIG 65
 
 struct sigwatch;
+struct hub;
+struct post;
+struct tether_done;
 
 struct ctx;
 struct task;
@@ -77,11 +80,12 @@ struct task {
   struct deadline sleep;   /* wake-up time of sleep/sleep_until */
   lua_State *L;            /* the task's coroutine */
   struct ctx *ctx;
-  struct scope *scope;   /* innermost cancel scope */
-  struct group *group;   /* group it is a child of (NULL: main task) */
-  struct task *starter;  /* tg:start caller until started() moves it */
-  tether_abort_fn abort; /* set while parked */
-  void *wait_data;       /* what the task waits on, for 'abort' */
+  struct scope *scope;      /* innermost cancel scope */
+  struct group *group;      /* group it is a child of (NULL: main task) */
+  struct task *starter;     /* tg:start caller until started() moves it */
+  tether_abort_fn abort;    /* set while parked */
+  struct tether_done *done; /* started by tether_spawn: report to the host */
+  void *wait_data;          /* what the task waits on, for 'abort' */
   lua_Integer id;
   lua_Integer parent_id; /* 0 for the main task */
   unsigned gen;          /* bumped on reuse; guards stale TaskStatus */
@@ -105,7 +109,8 @@ enum cancel_cause {
   CAUSE_OUTER,
   CAUSE_INTERRUPT,
   CAUSE_WATCHDOG,
-  CAUSE_MISNESTING
+  CAUSE_MISNESTING,
+  CAUSE_SHUTDOWN
 };
 
 struct scope {
@@ -151,19 +156,36 @@ struct task_status {
   unsigned gen;
 };
 
-/* One per lua_State: the loop, the run queue, the task pool, the root scope. */
-struct ctx {
-  lua_State *L;    /* main thread */
-  lua_State *from; /* thread driving the loop, 'from' of lua_resume */
-  uv_loop_t *loop; /* NULL outside tether.run */
-  uv_loop_t own_loop;
+/*
+** tether's handles on a loop. They live apart from the context because a
+** host may close the Lua state before its loop ran their close callbacks;
+** the last callback frees the block.
+*/
+#define HUB_HANDLES 5
+struct hub {
   uv_check_t tick;     /* runs ready tasks after each poll */
   uv_idle_t spin;      /* active while tasks are ready: poll does not block */
   uv_timer_t timer;    /* armed for the earliest deadline */
   uv_timer_t watchdog; /* tests only: see core.set_watchdog */
-  struct queue ready;  /* run queue */
-  struct queue live;   /* every live task */
-  struct queue pool;   /* finished task records with idle threads */
+  uv_async_t post;     /* tether_post from other threads */
+  struct ctx *ctx;
+  int open; /* handles not yet closed */
+};
+
+/* One per lua_State: the loop, the run queue, the task pool, the root scope. */
+struct ctx {
+  lua_State *L;    /* main thread */
+  lua_State *from; /* thread driving the loop, 'from' of lua_resume */
+  uv_loop_t *loop; /* NULL outside tether.run, unless attached */
+  uv_loop_t own_loop;
+  struct hub *hub;    /* tether's handles on 'loop' */
+  struct post *posts; /* tether_post callbacks waiting, newest first */
+  uv_mutex_t posts_lock;
+  int posts_closed;             /* tether_shutdown began: refuse posts */
+  int attached;                 /* 'loop' belongs to a host (tether_attach) */
+  struct queue ready;           /* run queue */
+  struct queue live;            /* every live task */
+  struct queue pool;            /* finished task records with idle threads */
   struct queue blocked_waiters; /* wait_all_tasks_blocked callers */
   struct heap deadlines;
   struct scope root;    /* above the main task; Ctrl+C/watchdog cancel it */
@@ -217,6 +239,16 @@ TETHER__HIDDEN void tether__set_class (lua_State *L, int idx,
 TETHER__HIDDEN struct ctx *tether__ctx (lua_State *L);
 
 /* loop.c */
+TETHER__HIDDEN int tether__open_hub (struct ctx *c, int attached);
+TETHER__HIDDEN void tether__close_hub (struct ctx *c);
+TETHER__HIDDEN void tether__hub_handles (struct hub *hub,
+                                         uv_handle_t **handles);
+TETHER__HIDDEN void tether__begin (struct ctx *c);
+
+/* embed.c */
+TETHER__HIDDEN void tether__on_post (uv_async_t *h);
+TETHER__HIDDEN void tether__report (struct ctx *c, struct task *t);
+TETHER__HIDDEN void tether__drop_posts (struct ctx *c);
 TETHER__HIDDEN int tether__run (lua_State *L);
 TETHER__HIDDEN void tether__schedule (struct ctx *c, struct task *t);
 TETHER__HIDDEN int tether__add_deadline (struct ctx *c, struct deadline *d,

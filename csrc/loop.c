@@ -61,7 +61,7 @@ static void on_spin (uv_idle_t *h) {
 */
 static void on_timer (uv_timer_t *h) {
   struct ctx *c = h->data;
-  uv_idle_start(&c->spin, on_spin);
+  uv_idle_start(&c->hub->spin, on_spin);
 }
 
 /* Arms the timer for the earliest deadline so that poll wakes up for it. */
@@ -69,12 +69,12 @@ static void arm_timer (struct ctx *c) {
   struct heap_node *n = heap_min(&c->deadlines);
   double wait;
   if (n == NULL) {
-    uv_timer_stop(&c->timer);
+    uv_timer_stop(&c->hub->timer);
     return;
   }
   uv_update_time(c->loop);
   wait = ceil((n->when - tether__now()) * 1e3);
-  uv_timer_start(&c->timer, on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
+  uv_timer_start(&c->hub->timer, on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
 }
 
 /* Runs batches until nothing is ready or the time slice is used up. */
@@ -97,9 +97,9 @@ static int tick (lua_State *L) {
     return 0;
   }
   if (queue_empty(&c->ready) && queue_empty(&c->blocked_waiters))
-    uv_idle_stop(&c->spin);
+    uv_idle_stop(&c->hub->spin);
   else
-    uv_idle_start(&c->spin, on_spin);
+    uv_idle_start(&c->hub->spin, on_spin);
   arm_timer(c);
   return 0;
 }
@@ -114,19 +114,24 @@ static void on_tick (uv_check_t *h) {
   lua_State *L = c->from;
   lua_pushcfunction(L, tick);
   lua_pushlightuserdata(L, c);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    c->fatal_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    c->stopping = 1;
-    uv_stop(c->loop);
+  if (lua_pcall(L, 1, 0, 0) == LUA_OK)
+    return;
+  if (c->attached) { /* the host's loop goes on; say what happened */
+    lua_writestringerror("tether: scheduler error: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return;
   }
+  c->fatal_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->stopping = 1;
+  uv_stop(c->loop);
 }
 
 /* Queues a task that was parked; the tick resumes it in the next batch. */
 void tether__schedule (struct ctx *c, struct task *t) {
   t->state = TASK_READY;
   queue_insert_tail(&c->ready, &t->run_node);
-  if (c->loop != NULL && !uv_is_active((uv_handle_t *)&c->spin))
-    uv_idle_start(&c->spin, on_spin);
+  if (c->hub != NULL && !uv_is_active((uv_handle_t *)&c->hub->spin))
+    uv_idle_start(&c->hub->spin, on_spin);
 }
 
 int tether__add_deadline (struct ctx *c, struct deadline *d, double when) {
@@ -184,25 +189,84 @@ static void abandon_tasks (struct ctx *c, lua_State *L) {
   c->main = NULL;
 }
 
-/* Closes every handle of the loop and the loop itself. */
+static void on_hub_closed (uv_handle_t *h) {
+  struct hub *hub = h->data;
+  if (--hub->open == 0)
+    free(hub);
+}
+
+/*
+** Creates tether's handles on c->loop. They live in a block of their own,
+** freed by the last close callback: a host may close the Lua state (and the
+** context with it) before its loop has run those callbacks.
+*/
+int tether__open_hub (struct ctx *c, int attached) {
+  struct hub *hub = malloc(sizeof *hub);
+  uv_handle_t *handles[HUB_HANDLES];
+  int i;
+  if (hub == NULL)
+    return UV_ENOMEM;
+  hub->ctx = c;
+  hub->open = HUB_HANDLES;
+  uv_check_init(c->loop, &hub->tick);
+  uv_idle_init(c->loop, &hub->spin);
+  uv_timer_init(c->loop, &hub->timer);
+  uv_timer_init(c->loop, &hub->watchdog);
+  uv_async_init(c->loop, &hub->post, tether__on_post);
+  tether__hub_handles(hub, handles);
+  for (i = 0; i < HUB_HANDLES; i++) {
+    handles[i]->data = c;
+    if (attached || handles[i] == (uv_handle_t *)&hub->watchdog)
+      uv_unref(handles[i]); /* a host's loop is not kept alive by tether */
+  }
+  c->hub = hub;
+  uv_check_start(&hub->tick, on_tick);
+  if (c->watchdog_seconds > 0)
+    uv_timer_start(&hub->watchdog, on_watchdog,
+                   (uint64_t)(c->watchdog_seconds * 1e3), 0);
+  return 0;
+}
+
+void tether__hub_handles (struct hub *hub, uv_handle_t **handles) {
+  handles[0] = (uv_handle_t *)&hub->tick;
+  handles[1] = (uv_handle_t *)&hub->spin;
+  handles[2] = (uv_handle_t *)&hub->timer;
+  handles[3] = (uv_handle_t *)&hub->watchdog;
+  handles[4] = (uv_handle_t *)&hub->post;
+}
+
+/* Closes tether's handles; their memory goes in the last close callback. */
+void tether__close_hub (struct ctx *c) {
+  uv_handle_t *handles[HUB_HANDLES];
+  int i;
+  if (c->hub == NULL)
+    return;
+  tether__hub_handles(c->hub, handles);
+  for (i = 0; i < HUB_HANDLES; i++) {
+    handles[i]->data = c->hub;
+    uv_close(handles[i], on_hub_closed);
+  }
+  c->hub = NULL;
+}
+
+/* Closes tether's handles on the owned loop, and the loop itself. */
 static int close_loop (struct ctx *c) {
-  uv_walk(c->loop, close_handle, NULL);
+  tether__close_hub(c);
+  uv_walk(c->loop, close_handle, NULL); /* none should be left */
   while (uv_run(c->loop, UV_RUN_NOWAIT) != 0)
     ;
   return uv_loop_close(c->loop);
 }
 
-static void init_handles (struct ctx *c) {
-  uv_check_init(c->loop, &c->tick);
-  uv_idle_init(c->loop, &c->spin);
-  uv_timer_init(c->loop, &c->timer);
-  uv_timer_init(c->loop, &c->watchdog);
-  c->tick.data = c->spin.data = c->timer.data = c->watchdog.data = c;
-  uv_check_start(&c->tick, on_tick);
-  uv_unref((uv_handle_t *)&c->watchdog);
-  if (c->watchdog_seconds > 0)
-    uv_timer_start(&c->watchdog, on_watchdog,
-                   (uint64_t)(c->watchdog_seconds * 1e3), 0);
+/* Prepares the root scope and the counters for a new set of tasks. */
+void tether__begin (struct ctx *c) {
+  c->stopping = 0;
+  c->watchdog_fired = 0;
+  c->fatal_ref = LUA_NOREF;
+  c->next_id = 1;
+  tether__scope_init(&c->root, HUGE_VAL, 0);
+  c->root.state = SCOPE_ACTIVE;
+  c->root.ctx = c;
 }
 
 /*
@@ -218,6 +282,11 @@ int tether__run (lua_State *L) {
                                "expected a function to run, got %s",
                                luaL_typename(L, 1));
   lua_settop(L, nargs + 1);
+  if (c->attached)
+    return tether__fname_error(
+        L, "tether.run",
+        "tether is attached to the host's loop; the host starts tasks "
+        "with tether_spawn, and tasks start others with tether.task_group");
   if (c->running)
     return tether__fname_error(
         L, "tether.run",
@@ -228,16 +297,15 @@ int tether__run (lua_State *L) {
     return tether__fname_error(L, "tether.run", "cannot create a loop: %s",
                                uv_strerror(err));
   c->loop = &c->own_loop;
+  err = tether__open_hub(c, 0);
+  if (err < 0) {
+    uv_loop_close(c->loop);
+    c->loop = NULL;
+    return tether__fname_error(L, "tether.run", "%s", uv_strerror(err));
+  }
   c->from = L;
   c->running = 1;
-  c->stopping = 0;
-  c->watchdog_fired = 0;
-  c->fatal_ref = LUA_NOREF;
-  c->next_id = 1;
-  tether__scope_init(&c->root, HUGE_VAL, 0);
-  c->root.state = SCOPE_ACTIVE;
-  c->root.ctx = c;
-  init_handles(c);
+  tether__begin(c);
   tether__signals_start(c);
   lua_pushnil(L); /* main task's name: derived from fn */
   lua_insert(L, 1);

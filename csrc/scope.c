@@ -122,7 +122,8 @@ static void push_cause (lua_State *L, const struct scope *s) {
       "cancelled from outside the task group",
       "interrupted by SIGINT",
       "watchdog expired",
-      "cancel scope misnesting"};
+      "cancel scope misnesting",
+      "the host is shutting tether down"};
   if (s != NULL && s->reason_ref != LUA_NOREF)
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->reason_ref);
   else

@@ -137,6 +137,7 @@ void tether__release (lua_State *L, struct ctx *c, struct task *t) {
   t->group = NULL;
   t->starter = NULL;
   t->abort = NULL;
+  t->done = NULL;
   t->gen++;
   tether__push_anchors(c, L);
   lua_pushnil(L);
@@ -353,10 +354,13 @@ void tether__resume (struct ctx *c, struct task *t) {
   ok = lua_toboolean(t->L, 1);
   t->state = TASK_DONE;
   tether__task_finished(c->from, t, ok);
-  if (t == c->main)
+  if (t == c->main) {
     c->stopping = 1; /* tether.run collects its results */
-  else
-    tether__release(c->from, c, t);
+    return;
+  }
+  if (t->done != NULL)
+    tether__report(c, t);
+  tether__release(c->from, c, t);
 }
 
 /* }==================================================================== */

@@ -39,6 +39,7 @@ build = {
     ["tether.core"] = {
       sources = {
         "csrc/core.c",
+        "csrc/embed.c",
         "csrc/event.c",
         "csrc/group.c",
         "csrc/loop.c",

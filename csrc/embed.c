@@ -1,0 +1,275 @@
+/*
+** embed.c
+** The embedding API of tether.h: running tether on a host's uv_loop_t,
+** starting tasks from C, posting work from other threads, stepping the
+** loop, and shutting down.
+*/
+
+#include <stdlib.h>
+
+#include "internal.h"
+
+/* A task started by tether_spawn reports its outcome here. */
+struct tether_done {
+  tether_done_cb cb;
+  void *ud;
+};
+
+/* A tether_post callback waiting for the loop's thread. */
+struct post {
+  struct post *next;
+  tether_post_cb cb;
+  void *ud;
+};
+
+#define CTX_OF(t) ((struct ctx *)(void *)(t))
+
+static int open_core (lua_State *L) {
+  luaL_requiref(L, "tether.core", luaopen_tether_core, 0);
+  return 0;
+}
+
+/* The state's context, opening the module first if needed. */
+static struct ctx *get_ctx (lua_State *L) {
+  struct ctx *c = tether__ctx(L);
+  if (c != NULL)
+    return c;
+  lua_pushcfunction(L, open_core);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  return tether__ctx(L);
+}
+
+TETHER_API int tether_attach (lua_State *L, uv_loop_t *loop) {
+  struct ctx *c = get_ctx(L);
+  int err;
+  if (c == NULL)
+    return UV_ENOMEM;
+  if (c->loop != NULL)
+    return UV_EBUSY;
+  if (loop == NULL)
+    return UV_EINVAL;
+  c->loop = loop;
+  err = tether__open_hub(c, 1);
+  if (err < 0) {
+    c->loop = NULL;
+    return err;
+  }
+  c->attached = 1;
+  c->running = 1;
+  c->from = c->L;
+  c->posts_closed = 0;
+  tether__begin(c);
+  return 0;
+}
+
+TETHER_API tether_t *tether_get (lua_State *L) {
+  struct ctx *c = tether__ctx(L);
+  return c != NULL && c->attached ? (tether_t *)(void *)c : NULL;
+}
+
+/* [-(nargs+1), +0, m] spawns under a protected call (upvalue: the done). */
+static int spawn_protected (lua_State *L) {
+  struct ctx *c = tether__ctx(L);
+  struct task *t;
+  lua_pushnil(L); /* name: derived from the function */
+  lua_insert(L, 1);
+  t = tether__spawn(L, c, lua_gettop(L) - 2, &c->root, NULL, 0);
+  t->done = lua_touserdata(L, lua_upvalueindex(1));
+  return 0;
+}
+
+TETHER_API int tether_spawn (lua_State *L, int nargs, tether_done_cb done,
+                             void *ud) {
+  struct ctx *c = tether__ctx(L);
+  struct tether_done *d = NULL;
+  int err = 0;
+  if (c == NULL || !c->attached)
+    err = UV_EINVAL;
+  else if (c->posts_closed)
+    err = UV_ESHUTDOWN;
+  else if (lua_type(L, -(nargs + 1)) != LUA_TFUNCTION)
+    err = UV_EINVAL;
+  else if (done != NULL && (d = malloc(sizeof *d)) == NULL)
+    err = UV_ENOMEM;
+  if (err < 0) {
+    lua_pop(L, nargs + 1);
+    return err;
+  }
+  if (d != NULL) {
+    d->cb = done;
+    d->ud = ud;
+  }
+  lua_pushlightuserdata(L, d);
+  lua_pushcclosure(L, spawn_protected, 1);
+  lua_insert(L, -(nargs + 2));
+  if (lua_pcall(L, nargs + 1, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    free(d);
+    return UV_ENOMEM;
+  }
+  return 0;
+}
+
+/* A spawned task finished: hand its outcome to the host's callback. Its
+   thread holds [ok, results...] or [false, error]. */
+void tether__report (struct ctx *c, struct task *t) {
+  struct tether_done *d = t->done;
+  int ok = lua_toboolean(t->L, 1);
+  (void)c;
+  t->done = NULL;
+  lua_remove(t->L, 1);
+  if (!ok)
+    tether__push_traceback(t->L, t);
+  d->cb(t->L, ok, lua_gettop(t->L), d->ud);
+  free(d);
+}
+
+/* {====================================================================
+** Posting from other threads
+** ===================================================================== */
+
+TETHER_API int tether_post (tether_t *handle, tether_post_cb cb, void *ud) {
+  struct ctx *c = CTX_OF(handle);
+  struct post *p;
+  if (c == NULL || cb == NULL)
+    return UV_EINVAL;
+  p = malloc(sizeof *p);
+  if (p == NULL)
+    return UV_ENOMEM;
+  p->cb = cb;
+  p->ud = ud;
+  uv_mutex_lock(&c->posts_lock);
+  if (c->posts_closed || c->hub == NULL) {
+    uv_mutex_unlock(&c->posts_lock);
+    free(p);
+    return UV_ESHUTDOWN;
+  }
+  p->next = c->posts;
+  c->posts = p;
+  uv_async_send(&c->hub->post); /* under the lock: the hub stays open */
+  uv_mutex_unlock(&c->posts_lock);
+  return 0;
+}
+
+static int run_post (lua_State *L) {
+  struct post *p = lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  p->cb(L, p->ud);
+  return 0;
+}
+
+/* Takes the waiting posts, oldest first. */
+static struct post *take_posts (struct ctx *c) {
+  struct post *p, *reversed = NULL;
+  uv_mutex_lock(&c->posts_lock);
+  p = c->posts;
+  c->posts = NULL;
+  uv_mutex_unlock(&c->posts_lock);
+  while (p != NULL) {
+    struct post *next = p->next;
+    p->next = reversed;
+    reversed = p;
+    p = next;
+  }
+  return reversed;
+}
+
+/* The async handle fired: run the posted callbacks on this thread. */
+void tether__on_post (uv_async_t *h) {
+  struct ctx *c = h->data;
+  struct post *p = take_posts(c);
+  while (p != NULL) {
+    struct post *next = p->next;
+    lua_pushcfunction(c->L, run_post);
+    lua_pushlightuserdata(c->L, p);
+    if (lua_pcall(c->L, 1, 0, 0) != LUA_OK) {
+      lua_writestringerror("tether: error in a posted callback: %s\n",
+                           lua_tostring(c->L, -1));
+      lua_pop(c->L, 1);
+    }
+    free(p);
+    p = next;
+  }
+}
+
+/* Frees posts that will never run (the state is closing). */
+void tether__drop_posts (struct ctx *c) {
+  struct post *p = take_posts(c);
+  while (p != NULL) {
+    struct post *next = p->next;
+    free(p);
+    p = next;
+  }
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Stepping and shutting down
+** ===================================================================== */
+
+TETHER_API int tether_step (lua_State *L) {
+  struct ctx *c = tether__ctx(L);
+  if (c == NULL || !c->attached)
+    return UV_EINVAL;
+  uv_run(c->loop, UV_RUN_NOWAIT);
+  return !queue_empty(&c->ready);
+}
+
+TETHER_API int tether_backend_fd (lua_State *L) {
+  struct ctx *c = tether__ctx(L);
+  if (c == NULL || !c->attached)
+    return UV_EINVAL;
+  return uv_backend_fd(c->loop);
+}
+
+/* Milliseconds the host may wait before the next tether_step; -1: until the
+   backend descriptor is readable. */
+TETHER_API int tether_backend_timeout (lua_State *L) {
+  struct ctx *c = tether__ctx(L);
+  struct heap_node *n;
+  double ms;
+  if (c == NULL || !c->attached)
+    return UV_EINVAL;
+  if (!queue_empty(&c->ready) || !queue_empty(&c->blocked_waiters))
+    return 0;
+  if (uv_loop_alive(c->loop)) /* the host's own handles count too */
+    return uv_backend_timeout(c->loop);
+  n = heap_min(&c->deadlines);
+  if (n == NULL)
+    return -1;
+  ms = (n->when - tether__now()) * 1e3;
+  return ms <= 0 ? 0 : ms >= 2147483647.0 ? 2147483647 : (int)ms + 1;
+}
+
+TETHER_API int tether_shutdown (lua_State *L) {
+  struct ctx *c = tether__ctx(L);
+  uv_handle_t *handles[HUB_HANDLES];
+  int i;
+  if (c == NULL || !c->attached)
+    return UV_EINVAL;
+  uv_mutex_lock(&c->posts_lock);
+  c->posts_closed = 1;
+  uv_mutex_unlock(&c->posts_lock);
+  tether__on_post(&c->hub->post); /* posts accepted before still run */
+  tether__cancel(&c->root, CAUSE_SHUTDOWN);
+  /* Keep the loop alive (for tether's handles too) until every task ran
+     its cleanup. */
+  tether__hub_handles(c->hub, handles);
+  for (i = 0; i < HUB_HANDLES; i++)
+    uv_ref(handles[i]);
+  while (c->ntasks > 0)
+    uv_run(c->loop, UV_RUN_ONCE);
+  tether__signals_stop(c);
+  tether__close_hub(c);
+  uv_run(c->loop, UV_RUN_NOWAIT); /* runs the close callbacks */
+  c->loop = NULL;
+  c->attached = 0;
+  c->running = 0;
+  return 0;
+}
+
+/* }==================================================================== */
