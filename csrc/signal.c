@@ -194,6 +194,8 @@ static struct sigwatch *watch (struct ctx *c, int signum, int *err) {
     uv_close((uv_handle_t *)&w->handle, free_watch);
     return NULL;
   }
+  if (c->attached)
+    uv_unref((uv_handle_t *)&w->handle); /* never keep a host's loop alive */
   c->sigwatch[signum] = w;
   return w;
 }
