@@ -22,6 +22,48 @@ struct ctx *tether__ctx (lua_State *L) {
 }
 
 /* {====================================================================
+** Userdata classes
+** ===================================================================== */
+
+/*
+** [-0, +1, m] creates (or, when the module is opened again, finds) the
+** metatable of class 'cls' and remembers it by registry index.
+*/
+void tether__new_class (lua_State *L, struct ctx *c, enum tether_class cls,
+                        const char *name) {
+  luaL_newmetatable(L, name);
+  if (c->class_refs[cls] == 0) {
+    lua_pushvalue(L, -1);
+    c->class_refs[cls] = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+}
+
+/*
+** The userdata at 'idx' if it belongs to class 'cls', else NULL. Unlike
+** luaL_testudata, no lookup by name: one rawgeti in the registry's array.
+*/
+void *tether__test_class (lua_State *L, int idx, struct ctx *c,
+                          enum tether_class cls) {
+  void *p = lua_touserdata(L, idx);
+  int same;
+  if (p == NULL || !lua_getmetatable(L, idx))
+    return NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->class_refs[cls]);
+  same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? p : NULL;
+}
+
+/* Sets the metatable of class 'cls' on the value on top. */
+void tether__set_metatable (lua_State *L, struct ctx *c,
+                            enum tether_class cls) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->class_refs[cls]);
+  lua_setmetatable(L, -2);
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
 ** Error classes (defined in lua/tether/errors.lua)
 ** ===================================================================== */
 

@@ -14,7 +14,7 @@ struct event {
 };
 
 static struct event *check_event (lua_State *L, const char *fname) {
-  struct event *e = luaL_testudata(L, 1, TETHER_EVENT_MT);
+  struct event *e = tether__test_class(L, 1, CTX(L), CLASS_EVENT);
   if (e == NULL)
     tether__fname_error(L, fname,
                         "expected an Event as self (use a colon), got %s",
@@ -27,7 +27,7 @@ static int core_Event (lua_State *L) {
   struct event *e = lua_newuserdatauv(L, sizeof *e, 0);
   queue_init(&e->waiters);
   e->set = 0;
-  luaL_setmetatable(L, TETHER_EVENT_MT);
+  tether__set_metatable(L, CTX(L), CLASS_EVENT);
   return 1;
 }
 
@@ -94,12 +94,13 @@ void tether__open_event (lua_State *L) {
                                      {"wait", event_wait},
                                      {"__tostring", event__tostring},
                                      {NULL, NULL}};
-  luaL_newmetatable(L, TETHER_EVENT_MT);
+  tether__new_class(L, lua_touserdata(L, -2), CLASS_EVENT, TETHER_EVENT_MT);
   lua_pushvalue(L, -3);
   luaL_setfuncs(L, methods, 1);
   lua_pushvalue(L, -1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  lua_pushcfunction(L, core_Event);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, core_Event, 1);
   lua_setfield(L, -2, "Event");
 }

@@ -12,7 +12,7 @@
 #define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
 
 static struct group *check_group (lua_State *L, int idx, const char *fname) {
-  struct group *g = luaL_testudata(L, idx, TETHER_GROUP_MT);
+  struct group *g = tether__test_class(L, idx, CTX(L), CLASS_GROUP);
   if (g == NULL)
     tether__fname_error(L, fname,
                         "expected a task group as self (use a colon: "
@@ -215,8 +215,8 @@ int core_task_group (lua_State *L) {
   memset(g, 0, sizeof *g);
   queue_init(&g->children);
   g->errors_ref = LUA_NOREF;
-  luaL_setmetatable(L, TETHER_GROUP_MT);
-  g->scope = tether__new_scope(L);
+  tether__set_metatable(L, c, CLASS_GROUP);
+  g->scope = tether__new_scope(L, c);
   lua_setiuservalue(L, -2, 1);
   g->host = t;
   g->state = GROUP_ACTIVE;
@@ -323,7 +323,7 @@ static int group_start (lua_State *L) {
   }
   st = lua_newuserdatauv(L, sizeof *st, 0);
   st->task = NULL;
-  luaL_setmetatable(L, TETHER_STATUS_MT);
+  tether__set_metatable(L, c, CLASS_STATUS);
   lua_insert(L, 4); /* [g, name, fn, status, args...] */
   child = tether__spawn(L, c, lua_gettop(L) - 3, t->scope, g, t->id);
   st->task = child;
@@ -336,7 +336,7 @@ static int group_start (lua_State *L) {
 
 /* task_status:started([value]) */
 static int status_started (lua_State *L) {
-  struct task_status *st = luaL_testudata(L, 1, TETHER_STATUS_MT);
+  struct task_status *st = tether__test_class(L, 1, CTX(L), CLASS_STATUS);
   struct task *child, *starter;
   if (st == NULL)
     return tether__fname_error(L, "task_status:started",
@@ -403,7 +403,8 @@ void tether__open_group (lua_State *L) {
   static const luaL_Reg status_methods[] = {{"started", status_started},
                                             {NULL, NULL}};
   int ctx = lua_absindex(L, -1);
-  luaL_newmetatable(L, TETHER_GROUP_MT);
+  struct ctx *c = lua_touserdata(L, ctx);
+  tether__new_class(L, c, CLASS_GROUP, TETHER_GROUP_MT);
   lua_pushvalue(L, ctx);
   luaL_setfuncs(L, metamethods, 1);
   lua_pushvalue(L, ctx);
@@ -413,7 +414,7 @@ void tether__open_group (lua_State *L) {
   lua_pushcclosure(L, group__index, 2);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  luaL_newmetatable(L, TETHER_STATUS_MT);
+  tether__new_class(L, c, CLASS_STATUS, TETHER_STATUS_MT);
   lua_createtable(L, 0, 1);
   lua_pushvalue(L, ctx);
   luaL_setfuncs(L, status_methods, 1);

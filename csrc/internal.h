@@ -31,6 +31,20 @@
 /* Signal numbers are below this (Linux: NSIG is 65). */
 #define TETHER_NSIG 65
 
+/* Userdata classes; their metatables are found by registry index, not by
+   name, on the hot paths (see tether__test_class). */
+enum tether_class {
+  CLASS_SCOPE,
+  CLASS_GROUP,
+  CLASS_STATUS,
+  CLASS_RECEIVER,
+  CLASS_LOT,
+  CLASS_EVENT,
+  CLASS_SEND,
+  CLASS_RECEIVE,
+  NCLASSES
+};
+
 struct sigwatch;
 struct hub;
 struct post;
@@ -197,13 +211,14 @@ struct ctx {
   int *free_slots; /* slots of freed task records, for reuse */
   int nfree_slots;
   int cap_free_slots;
-  int npooled;             /* records in 'pool' */
-  int classes_ref;         /* error classes registered by the facade */
-  int ntasks;              /* live tasks */
-  int running;             /* inside tether.run */
-  int stopping;            /* main task done: leave uv_run */
-  int fatal_ref;           /* error raised by the scheduler itself */
-  double watchdog_seconds; /* 0: off */
+  int npooled;              /* records in 'pool' */
+  int classes_ref;          /* error classes registered by the facade */
+  int class_refs[NCLASSES]; /* metatables of the userdata classes */
+  int ntasks;               /* live tasks */
+  int running;              /* inside tether.run */
+  int stopping;             /* main task done: leave uv_run */
+  int fatal_ref;            /* error raised by the scheduler itself */
+  double watchdog_seconds;  /* 0: off */
   int watchdog_fired;
   int interrupted;                        /* Ctrl+C cancelled the run */
   struct sigwatch *sigwatch[TETHER_NSIG]; /* per signal: this loop's watcher */
@@ -237,6 +252,12 @@ TETHER__HIDDEN void tether__new_error (lua_State *L, const char *class_name);
 TETHER__HIDDEN void tether__set_class (lua_State *L, int idx,
                                        const char *class_name);
 TETHER__HIDDEN struct ctx *tether__ctx (lua_State *L);
+TETHER__HIDDEN void tether__new_class (lua_State *L, struct ctx *c,
+                                       enum tether_class cls, const char *name);
+TETHER__HIDDEN void *tether__test_class (lua_State *L, int idx, struct ctx *c,
+                                         enum tether_class cls);
+TETHER__HIDDEN void tether__set_metatable (lua_State *L, struct ctx *c,
+                                           enum tether_class cls);
 
 /* loop.c */
 TETHER__HIDDEN int tether__open_hub (struct ctx *c, int attached);
@@ -310,7 +331,7 @@ TETHER__HIDDEN void tether__task_set_scope (struct task *t, struct scope *s);
 TETHER__HIDDEN void tether__push_cancelled (lua_State *L, struct task *t);
 TETHER__HIDDEN int tether__raise_cancelled (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__expire_scope (struct scope *s);
-TETHER__HIDDEN struct scope *tether__new_scope (lua_State *L);
+TETHER__HIDDEN struct scope *tether__new_scope (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__open_scope (lua_State *L);
 TETHER__HIDDEN int core_CancelScope (lua_State *L);
 TETHER__HIDDEN int core_move_on_after (lua_State *L);

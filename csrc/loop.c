@@ -1,7 +1,8 @@
 /*
 ** loop.c
-** The per-lua_State context and the event loop of tether.run: the run queue,
-** the tick that resumes ready tasks in batches, and the single deadline timer.
+** The event loop: tether's handles on a loop (owned by tether.run or attached
+** by a host), the tick that resumes ready tasks in batches, the single
+** deadline timer, and tether.run itself.
 */
 
 #include <math.h>
@@ -16,8 +17,6 @@
 ** checkpoints in a tight loop costs no system call per checkpoint.
 */
 #define TICK_SLICE_NS 500000u
-
-/* The context of a running loop is reached from libuv handles via 'data'. */
 
 /*
 ** Moves every ready task to a batch and resumes each once. Tasks made ready

@@ -21,7 +21,7 @@ struct lot {
 };
 
 static struct lot *check_lot (lua_State *L, const char *fname) {
-  struct lot *lot = luaL_testudata(L, 1, TETHER_LOT_MT);
+  struct lot *lot = tether__test_class(L, 1, CTX(L), CLASS_LOT);
   if (lot == NULL)
     tether__fname_error(L, fname,
                         "expected a parking lot as self (use a colon), "
@@ -35,7 +35,7 @@ static int core_ParkingLot (lua_State *L) {
   struct lot *lot = lua_newuserdatauv(L, sizeof *lot, 0);
   queue_init(&lot->waiters);
   lot->nwaiters = 0;
-  luaL_setmetatable(L, TETHER_LOT_MT);
+  tether__set_metatable(L, CTX(L), CLASS_LOT);
   return 1;
 }
 
@@ -172,7 +172,7 @@ void tether__open_park (lua_State *L) {
   static const luaL_Reg funcs[] = {{"ParkingLot", core_ParkingLot},
                                    {"current_task_id", core_current_task_id},
                                    {NULL, NULL}};
-  luaL_newmetatable(L, TETHER_LOT_MT);
+  tether__new_class(L, lua_touserdata(L, -2), CLASS_LOT, TETHER_LOT_MT);
   lua_pushvalue(L, -3);
   luaL_setfuncs(L, methods, 1);
   lua_pushvalue(L, -1);

@@ -221,15 +221,15 @@ int tether__scope_exit (lua_State *L, struct task *t, struct scope *s, int ok) {
 ** ===================================================================== */
 
 /* [-0, +1, m] pushes a new unentered scope. */
-struct scope *tether__new_scope (lua_State *L) {
+struct scope *tether__new_scope (lua_State *L, struct ctx *c) {
   struct scope *s = lua_newuserdatauv(L, sizeof *s, 0);
   tether__scope_init(s, HUGE_VAL, 0);
-  luaL_setmetatable(L, TETHER_SCOPE_MT);
+  tether__set_metatable(L, c, CLASS_SCOPE);
   return s;
 }
 
 static struct scope *check_scope (lua_State *L, int idx, const char *fname) {
-  struct scope *s = luaL_testudata(L, idx, TETHER_SCOPE_MT);
+  struct scope *s = tether__test_class(L, idx, CTX(L), CLASS_SCOPE);
   if (s == NULL)
     tether__fname_error(L, fname,
                         "expected a CancelScope as self (use a colon: "
@@ -292,7 +292,7 @@ int core_CancelScope (lua_State *L) {
   else
     lua_pushnil(L);
   deadline = opt_time(L, -1, fname, "deadline", 0);
-  s = tether__new_scope(L);
+  s = tether__new_scope(L, CTX(L));
   s->deadline = deadline;
   s->shield = (unsigned char)shield;
   s->ctx = CTX(L);
@@ -314,7 +314,7 @@ static int new_timeout (lua_State *L, const char *fname, int relative,
   }
   else
     lua_pushnil(L);
-  s = tether__new_scope(L);
+  s = tether__new_scope(L, CTX(L));
   s->ctx = CTX(L);
   s->shield = (unsigned char)shield;
   s->fail = (unsigned char)fail;
@@ -518,7 +518,7 @@ void tether__open_scope (lua_State *L) {
                                          {"__gc", scope__gc},
                                          {NULL, NULL}};
   int ctx = lua_absindex(L, -1);
-  luaL_newmetatable(L, TETHER_SCOPE_MT);
+  tether__new_class(L, lua_touserdata(L, ctx), CLASS_SCOPE, TETHER_SCOPE_MT);
   lua_pushvalue(L, ctx);
   luaL_setfuncs(L, metamethods, 1);
   lua_pushvalue(L, ctx);

@@ -366,7 +366,7 @@ static int core_getpid (lua_State *L) {
 ** ===================================================================== */
 
 static struct receiver *check_receiver (lua_State *L, const char *fname) {
-  struct receiver *r = luaL_testudata(L, 1, TETHER_RECV_MT);
+  struct receiver *r = tether__test_class(L, 1, CTX(L), CLASS_RECEIVER);
   if (r == NULL)
     tether__fname_error(L, fname,
                         "expected a signal receiver as self (use a colon: "
@@ -421,7 +421,7 @@ static int core_open_signal_receiver (lua_State *L) {
   memset(r, 0, sizeof *r);
   r->ctx = c;
   r->closed = 1; /* until every watcher is in place */
-  luaL_setmetatable(L, TETHER_RECV_MT);
+  tether__set_metatable(L, c, CLASS_RECEIVER);
   for (i = 0; i < n; i++) {
     struct sigwatch *w = watch(c, signums[i], &err);
     if (w == NULL)
@@ -556,7 +556,7 @@ void tether__open_signal (lua_State *L) {
       {"signal_name", core_signal_name},
       {NULL, NULL}};
   int i;
-  luaL_newmetatable(L, TETHER_RECV_MT);
+  tether__new_class(L, lua_touserdata(L, -2), CLASS_RECEIVER, TETHER_RECV_MT);
   lua_pushvalue(L, -3);
   luaL_setfuncs(L, metamethods, 1);
   lua_createtable(L, 0, 2);

@@ -41,12 +41,16 @@ struct handle {
   unsigned char closed;
 };
 
-static struct handle *check_handle (lua_State *L, const char *mt,
+/* The handle at SLOT_HANDLE, of the send end ('sending') or the receive end;
+   raises an error naming 'fname' otherwise. */
+static struct handle *check_handle (lua_State *L, int sending,
                                     const char *fname) {
-  struct handle *h = luaL_testudata(L, SLOT_HANDLE, mt);
+  struct handle *h = tether__test_class(L, SLOT_HANDLE, CTX(L),
+                                        sending ? CLASS_SEND : CLASS_RECEIVE);
   if (h == NULL)
     tether__fname_error(L, fname, "expected a %s as self (use a colon), got %s",
-                        mt, luaL_typename(L, SLOT_HANDLE));
+                        sending ? TETHER_SEND_MT : TETHER_RECEIVE_MT,
+                        luaL_typename(L, SLOT_HANDLE));
   return h;
 }
 
@@ -58,9 +62,9 @@ static int raise_error (lua_State *L, const char *name, const char *fname,
   return lua_error(L);
 }
 
-static struct handle *open_handle (lua_State *L, const char *mt,
+static struct handle *open_handle (lua_State *L, int sending,
                                    const char *fname) {
-  struct handle *h = check_handle(L, mt, fname);
+  struct handle *h = check_handle(L, sending, fname);
   if (h->closed)
     raise_error(L, "ClosedResourceError", fname,
                 "this stream handle is closed");
@@ -125,7 +129,7 @@ static void check_item (lua_State *L, const char *fname) {
 /* send:send_nowait(item) */
 static int send_nowait (lua_State *L) {
   const char *fname = "send:send_nowait";
-  struct handle *h = open_handle(L, TETHER_SEND_MT, fname);
+  struct handle *h = open_handle(L, 1, fname);
   check_item(L, fname);
   if (!try_send(L, h->s, SLOT_ITEM, fname))
     return raise_error(L, "WouldBlock", fname,
@@ -163,7 +167,7 @@ static int cancelled_k (lua_State *L, int status, lua_KContext k) {
 /* send:send(item): waits (FIFO) until a receiver or the buffer takes it */
 static int send_send (lua_State *L) {
   const char *fname = "send:send";
-  struct handle *h = open_handle(L, TETHER_SEND_MT, fname);
+  struct handle *h = open_handle(L, 1, fname);
   struct task *t;
   check_item(L, fname);
   t = tether__check_task(L, CTX(L), fname);
@@ -226,7 +230,7 @@ static int try_receive (lua_State *L, struct stream *s) {
 /* receive:receive_nowait() */
 static int receive_nowait (lua_State *L) {
   const char *fname = "receive:receive_nowait";
-  struct handle *h = open_handle(L, TETHER_RECEIVE_MT, fname);
+  struct handle *h = open_handle(L, 0, fname);
   switch (try_receive(L, h->s)) {
     case 1:
       return 1;
@@ -266,7 +270,7 @@ static int received_k (lua_State *L, int status, lua_KContext k) {
 
 static int receive (lua_State *L, int iterating) {
   const char *fname = "receive:receive";
-  struct handle *h = open_handle(L, TETHER_RECEIVE_MT, fname);
+  struct handle *h = open_handle(L, 0, fname);
   struct task *t = tether__check_task(L, CTX(L), fname);
   lua_settop(L, SLOT_HANDLE);
   if (t->scope->effective)
@@ -309,7 +313,7 @@ static struct handle *new_handle (lua_State *L, int state, int sending) {
   h->s = lua_touserdata(L, state);
   h->sending = (unsigned char)sending;
   h->closed = 0;
-  luaL_setmetatable(L, sending ? TETHER_SEND_MT : TETHER_RECEIVE_MT);
+  tether__set_metatable(L, CTX(L), sending ? CLASS_SEND : CLASS_RECEIVE);
   lua_pushvalue(L, state);
   lua_setiuservalue(L, -2, 1);
   return h;
@@ -344,14 +348,13 @@ static int core_create_memory_object_stream (lua_State *L) {
 
 /* The methods both ends share know their end from upvalue 2. */
 #define SENDING(L) lua_toboolean((L), lua_upvalueindex(2))
-#define END_MT(L)  (SENDING(L) ? TETHER_SEND_MT : TETHER_RECEIVE_MT)
 #define END_NAME(L, send_name, receive_name)                                   \
   (SENDING(L) ? (send_name) : (receive_name))
 
 /* handle:clone(): a new handle on the same end */
 static int handle_clone (lua_State *L) {
   struct handle *h =
-      open_handle(L, END_MT(L), END_NAME(L, "send:clone", "receive:clone"));
+      open_handle(L, SENDING(L), END_NAME(L, "send:clone", "receive:clone"));
   if (h->sending)
     h->s->open_send++;
   else
@@ -393,7 +396,7 @@ static void wake_parked (lua_State *L, struct queue *q, int *count,
 */
 static int handle_close (lua_State *L) {
   struct handle *h =
-      check_handle(L, END_MT(L), END_NAME(L, "send:close", "receive:close"));
+      check_handle(L, SENDING(L), END_NAME(L, "send:close", "receive:close"));
   struct stream *s;
   if (h->closed)
     return 0;
@@ -418,7 +421,7 @@ static int handle_close (lua_State *L) {
 /* handle:statistics() */
 static int handle_statistics (lua_State *L) {
   struct stream *s =
-      open_handle(L, END_MT(L),
+      open_handle(L, SENDING(L),
                   END_NAME(L, "send:statistics", "receive:statistics"))
           ->s;
   lua_createtable(L, 0, 6);
@@ -441,9 +444,10 @@ static int handle_statistics (lua_State *L) {
 }
 
 static int handle__tostring (lua_State *L) {
-  struct handle *h = check_handle(L, END_MT(L), "stream:__tostring");
-  lua_pushfstring(L, "%s (%s): %p", END_MT(L), h->closed ? "closed" : "open",
-                  (void *)h);
+  struct handle *h = check_handle(L, SENDING(L), "stream:__tostring");
+  lua_pushfstring(L, "%s (%s): %p",
+                  SENDING(L) ? TETHER_SEND_MT : TETHER_RECEIVE_MT,
+                  h->closed ? "closed" : "open", (void *)h);
   return 1;
 }
 
@@ -458,7 +462,9 @@ static void new_class (lua_State *L, int sending, const luaL_Reg *methods,
                                     {"__gc", handle_close},
                                     {"__tostring", handle__tostring},
                                     {NULL, NULL}};
-  luaL_newmetatable(L, sending ? TETHER_SEND_MT : TETHER_RECEIVE_MT);
+  tether__new_class(L, lua_touserdata(L, ctx),
+                    sending ? CLASS_SEND : CLASS_RECEIVE,
+                    sending ? TETHER_SEND_MT : TETHER_RECEIVE_MT);
   lua_pushvalue(L, ctx);
   lua_pushboolean(L, sending);
   luaL_setfuncs(L, shared, 2);
