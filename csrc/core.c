@@ -174,7 +174,7 @@ static struct ctx *open_ctx (lua_State *L) {
   heap_init(&c->deadlines);
   if (uv_mutex_init(&c->posts_lock) != 0)
     luaL_error(L, "tether: cannot create a mutex");
-  c->classes_ref = c->fatal_ref = c->anchors_ref = LUA_NOREF;
+  c->classes_ref = c->fatal_ref = c->anchors_ref = c->traces_ref = LUA_NOREF;
   tether__scope_init(&c->root, HUGE_VAL, 0);
   luaL_newmetatable(L, TETHER_CTX_MT);
   lua_pushcfunction(L, ctx__gc);
@@ -182,6 +182,8 @@ static struct ctx *open_ctx (lua_State *L) {
   lua_setmetatable(L, -2);
   lua_newtable(L);
   c->anchors_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  c->traces_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &ctx_key);
   return c;

@@ -38,7 +38,7 @@ static int event_set (lua_State *L) {
     return 0;
   e->set = 1;
   while (!queue_empty(&e->waiters))
-    tether__wake(queue_data(queue_head(&e->waiters), struct task, wait_node),
+    tether__wake(queue_data(queue_head(&e->waiters), struct task, node),
                  WAKE_OK);
   return 0;
 }
@@ -49,7 +49,7 @@ static int event_is_set (lua_State *L) {
 }
 
 static int waiter_abort (struct task *t) {
-  queue_remove(&t->wait_node);
+  queue_remove(&t->node);
   return 1;
 }
 
@@ -76,7 +76,7 @@ static int event_wait (lua_State *L) {
   struct task *t = tether__check_task(L, CTX(L), "event:wait");
   if (e->set)
     return tether__reschedule(L, t, 0, set_k);
-  queue_insert_tail(&e->waiters, &t->wait_node);
+  queue_insert_tail(&e->waiters, &t->node);
   return tether__park(L, t, waiter_abort, 0, woken_k);
 }
 

@@ -104,7 +104,6 @@ void tether__task_finished (lua_State *L, struct task *t, int ok) {
     record_error(L, g, t);
     tether__cancel(g->scope, CAUSE_CHILD_ERROR);
   }
-  queue_remove(&t->child_node);
   g->nchildren--;
   maybe_done(g);
 }
@@ -213,7 +212,6 @@ int core_task_group (lua_State *L) {
   t = tether__check_task(L, c, "tether.task_group");
   g = lua_newuserdatauv(L, sizeof *g, 1);
   memset(g, 0, sizeof *g);
-  queue_init(&g->children);
   g->errors_ref = LUA_NOREF;
   tether__set_metatable(L, c, CLASS_GROUP);
   g->scope = tether__new_scope(L, c);
@@ -261,13 +259,11 @@ static int group_start_soon (lua_State *L) {
   struct ctx *c = CTX(L);
   struct group *g = check_group(L, 1, "tg:start_soon");
   int fn = task_args(L, "tg:start_soon", g);
-  struct task *t;
   if (fn == 2) {
     lua_pushnil(L); /* no name */
     lua_insert(L, 2);
   }
-  t = tether__spawn(L, c, lua_gettop(L) - 3, g->scope, g, g->host->id);
-  queue_insert_tail(&g->children, &t->child_node);
+  tether__spawn(L, c, lua_gettop(L) - 3, g->scope, g, g->host->id);
   g->nchildren++;
   return 0;
 }
@@ -280,7 +276,6 @@ static void adopt (struct group *g, struct task *child) {
   child->starter = NULL;
   child->parent_id = g->host->id;
   g->pending_starts--;
-  queue_insert_tail(&g->children, &child->child_node);
   g->nchildren++;
   if (outer != NULL) {
     queue_remove(&outer->node);

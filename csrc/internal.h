@@ -86,11 +86,10 @@ enum task_state {
 enum wake_status { WAKE_OK, WAKE_CANCELLED, WAKE_ERROR };
 
 struct task {
-  struct queue run_node;   /* ctx->ready or the batch being run */
+  struct queue node;       /* in the run queue (or batch) while ready; in
+                              what it waits on while parked */
   struct queue scope_node; /* scope->tasks of its innermost scope */
-  struct queue wait_node;  /* the list it is parked on, if any */
   struct queue live_node;  /* ctx->live, or ctx->pool when free */
-  struct queue child_node; /* group->children */
   struct deadline sleep;   /* wake-up time of sleep/sleep_until */
   lua_State *L;            /* the task's coroutine */
   struct ctx *ctx;
@@ -110,6 +109,7 @@ struct task {
   unsigned char ours;    /* set by tether before every yield */
   unsigned char started; /* task_status:started() was called */
   unsigned char reraise; /* next message handler call is a re-raise */
+  unsigned char traced;  /* has entries in the trace table */
 };
 
 enum scope_state { SCOPE_NEW, SCOPE_ACTIVE, SCOPE_EXITED };
@@ -152,8 +152,7 @@ struct scope {
 enum group_state { GROUP_NEW, GROUP_ACTIVE, GROUP_EXITED };
 
 struct group {
-  struct queue children; /* started child tasks */
-  struct scope *scope;   /* tg.cancel_scope (user value 1) */
+  struct scope *scope; /* tg.cancel_scope (user value 1) */
   struct task *host;
   int nchildren;
   int pending_starts;      /* tg:start calls whose child has not started */
@@ -206,7 +205,8 @@ struct ctx {
   struct task *current; /* task being resumed, NULL between tasks */
   struct task *main;
   lua_Integer next_id;
-  int anchors_ref; /* table: thread, name, traceback of each slot */
+  int anchors_ref; /* table: thread and name of each task slot */
+  int traces_ref;  /* table: last traceback and error of each task slot */
   int nslots;      /* slots handed out so far */
   int *free_slots; /* slots of freed task records, for reuse */
   int nfree_slots;
@@ -224,13 +224,14 @@ struct ctx {
   struct sigwatch *sigwatch[TETHER_NSIG]; /* per signal: this loop's watcher */
 };
 
-/* Anchor table layout: per task slot, the thread, the task's name (or the
-   function to derive it from), the traceback of its last error and that
-   error (to recognise a re-raise of it). */
-#define ANCHOR_THREAD(slot) (4 * (slot) + 1)
-#define ANCHOR_NAME(slot)   (4 * (slot) + 2)
-#define ANCHOR_TRACE(slot)  (4 * (slot) + 3)
-#define ANCHOR_ERROR(slot)  (4 * (slot) + 4)
+/* Anchor table layout: per task slot, the thread and the task's name (or the
+   function to derive it from). The trace table, written only when a task
+   raises, keeps the traceback of its last error and that error (to
+   recognise a re-raise of it) at the same indices. */
+#define ANCHOR_THREAD(slot) (2 * (slot) + 1)
+#define ANCHOR_NAME(slot)   (2 * (slot) + 2)
+#define TRACE_TEXT(slot)    (2 * (slot) + 1)
+#define TRACE_ERROR(slot)   (2 * (slot) + 2)
 
 /* Clock, in seconds (monotonic). */
 #define tether__now() ((double)uv_hrtime() * 1e-9)
@@ -302,6 +303,7 @@ TETHER__HIDDEN void tether__reraise (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__push_name (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__push_traceback (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__free_pool (struct ctx *c);
+TETHER__HIDDEN void tether__trim_pool (lua_State *L, struct ctx *c);
 TETHER__HIDDEN int tether__fname_error (lua_State *L, const char *fname,
                                         const char *fmt, ...);
 TETHER__HIDDEN int core_sleep (lua_State *L);

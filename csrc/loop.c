@@ -27,8 +27,8 @@ static void run_batch (struct ctx *c) {
   queue_init(&batch);
   queue_move_all(&c->ready, &batch);
   while (!queue_empty(&batch)) {
-    struct task *t = queue_data(queue_head(&batch), struct task, run_node);
-    queue_remove(&t->run_node);
+    struct task *t = queue_data(queue_head(&batch), struct task, node);
+    queue_remove(&t->node);
     tether__resume(c, t);
   }
 }
@@ -95,6 +95,7 @@ static int tick (lua_State *L) {
     uv_stop(c->loop);
     return 0;
   }
+  tether__trim_pool(L, c);
   if (queue_empty(&c->ready) && queue_empty(&c->blocked_waiters))
     uv_idle_stop(&c->hub->spin);
   else
@@ -128,7 +129,7 @@ static void on_tick (uv_check_t *h) {
 /* Queues a task that was parked; the tick resumes it in the next batch. */
 void tether__schedule (struct ctx *c, struct task *t) {
   t->state = TASK_READY;
-  queue_insert_tail(&c->ready, &t->run_node);
+  queue_insert_tail(&c->ready, &t->node);
   if (c->hub != NULL && !uv_is_active((uv_handle_t *)&c->hub->spin))
     uv_idle_start(&c->hub->spin, on_spin);
 }
@@ -171,10 +172,9 @@ static void abandon_tasks (struct ctx *c, lua_State *L) {
   while (!queue_empty(&c->live)) {
     struct task *t = queue_data(queue_head(&c->live), struct task, live_node);
     queue_remove(&t->live_node);
-    queue_remove(&t->run_node);
-    queue_remove(&t->wait_node);
+    queue_remove(&t->node);
+    queue_remove(&t->node);
     queue_remove(&t->scope_node);
-    queue_remove(&t->child_node);
     lua_pushnil(L);
     lua_rawseti(L, -2, ANCHOR_THREAD(t->slot));
     t->L = NULL;

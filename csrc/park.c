@@ -16,7 +16,7 @@
 #define PAYLOAD 3
 
 struct lot {
-  struct queue waiters; /* tasks, linked by their wait_node */
+  struct queue waiters; /* tasks, linked by their node */
   int nwaiters;
 };
 
@@ -41,7 +41,7 @@ static int core_ParkingLot (lua_State *L) {
 
 static int lot_abort (struct task *t) {
   struct lot *lot = t->wait_data;
-  queue_remove(&t->wait_node);
+  queue_remove(&t->node);
   lot->nwaiters--;
   return 1;
 }
@@ -63,7 +63,7 @@ static int lot_park (lua_State *L) {
   struct task *t =
       tether__check_task(L, CTX(L), luaL_optstring(L, 2, "lot:park"));
   lua_settop(L, PAYLOAD);
-  queue_insert_tail(&lot->waiters, &t->wait_node);
+  queue_insert_tail(&lot->waiters, &t->node);
   lot->nwaiters++;
   t->wait_data = lot;
   return tether__park(L, t, lot_abort, PAYLOAD, park_k);
@@ -75,7 +75,7 @@ static struct task *unpark_one (lua_State *L, struct lot *lot, int first) {
   int n = lua_gettop(L) - first + 1, i;
   if (lot->nwaiters == 0)
     return NULL;
-  t = queue_data(queue_head(&lot->waiters), struct task, wait_node);
+  t = queue_data(queue_head(&lot->waiters), struct task, node);
   if (!lua_checkstack(t->L, n + 1))
     luaL_error(L, "not enough memory");
   for (i = first; i < first + n; i++)
@@ -111,7 +111,7 @@ static int lot_unpark_task (lua_State *L) {
   lua_Integer id = luaL_checkinteger(L, 2);
   struct queue *q;
   for (q = lot->waiters.next; q != &lot->waiters; q = q->next) {
-    struct task *t = queue_data(q, struct task, wait_node);
+    struct task *t = queue_data(q, struct task, node);
     if (t->id == id) {
       /* move it to the front, then wake it like the longest waiter */
       queue_remove(q);
@@ -140,8 +140,8 @@ static int lot_first (lua_State *L) {
   struct lot *lot = check_lot(L, "lot:first");
   if (lot->nwaiters == 0)
     return 0;
-  lua_pushinteger(
-      L, queue_data(queue_head(&lot->waiters), struct task, wait_node)->id);
+  lua_pushinteger(L,
+                  queue_data(queue_head(&lot->waiters), struct task, node)->id);
   return 1;
 }
 

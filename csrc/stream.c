@@ -79,7 +79,7 @@ static void push_buffer (lua_State *L, int idx) {
 }
 
 static struct task *oldest (struct queue *q) {
-  return queue_data(queue_head(q), struct task, wait_node);
+  return queue_data(queue_head(q), struct task, node);
 }
 
 /* Wakes a parked task with the error object on top of L. */
@@ -139,7 +139,7 @@ static int send_nowait (lua_State *L) {
 
 static int sender_abort (struct task *t) {
   struct handle *h = t->wait_data;
-  queue_remove(&t->wait_node);
+  queue_remove(&t->node);
   h->s->nsenders--;
   return 1;
 }
@@ -178,7 +178,7 @@ static int send_send (lua_State *L) {
     return tether__reschedule(L, t, 0, scheduled_k);
   if (!lua_checkstack(L, 2))
     return luaL_error(L, "not enough memory");
-  queue_insert_tail(&h->s->senders, &t->wait_node);
+  queue_insert_tail(&h->s->senders, &t->node);
   h->s->nsenders++;
   t->wait_data = h;
   return tether__park(L, t, sender_abort, SLOT_ITEM, parked_k);
@@ -243,7 +243,7 @@ static int receive_nowait (lua_State *L) {
 
 static int receiver_abort (struct task *t) {
   struct handle *h = t->wait_data;
-  queue_remove(&t->wait_node);
+  queue_remove(&t->node);
   h->s->nreceivers--;
   return 1;
 }
@@ -285,7 +285,7 @@ static int receive (lua_State *L, int iterating) {
   }
   if (!lua_checkstack(L, 2))
     return luaL_error(L, "not enough memory");
-  queue_insert_tail(&h->s->receivers, &t->wait_node);
+  queue_insert_tail(&h->s->receivers, &t->node);
   h->s->nreceivers++;
   t->wait_data = h;
   return tether__park(L, t, receiver_abort, iterating, receive_k);
@@ -371,7 +371,7 @@ static void wake_parked (lua_State *L, struct queue *q, int *count,
                          const char *message) {
   struct queue *node, *next;
   for (node = q->next; node != q; node = next) {
-    struct task *t = queue_data(node, struct task, wait_node);
+    struct task *t = queue_data(node, struct task, node);
     next = node->next;
     if (h != NULL && t->wait_data != h)
       continue;

@@ -13,8 +13,8 @@
 
 #include "internal.h"
 
-/* Idle task records (with their threads) kept for reuse. */
-#define POOL_MAX 1024
+/* Idle task records (with their threads) always kept for reuse. */
+#define POOL_MIN 1024
 
 #define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
 
@@ -93,10 +93,9 @@ static struct task *take_record (lua_State *L, struct ctx *c) {
     t = calloc(1, sizeof *t);
     if (t == NULL)
       luaL_error(L, "not enough memory");
-    queue_init(&t->run_node);
+    queue_init(&t->node);
     queue_init(&t->scope_node);
-    queue_init(&t->wait_node);
-    queue_init(&t->child_node);
+    queue_init(&t->node);
     heap_node_init(&t->sleep.node);
     t->sleep.kind = DEADLINE_SLEEP;
     t->ctx = c;
@@ -119,17 +118,14 @@ static struct task *take_record (lua_State *L, struct ctx *c) {
 }
 
 /*
-** Returns a finished task's record to the pool (or frees it), dropping the
-** references to its function, name and last error. 'L' is any thread of the
-** state other than the task's.
+** Returns a finished task's record, with its idle thread, to the pool,
+** dropping the references to its function, name and last error. 'L' is any
+** thread of the state other than the task's.
 */
 void tether__release (lua_State *L, struct ctx *c, struct task *t) {
-  int reusable = t->L != NULL && lua_status(t->L) == LUA_OK;
   queue_remove(&t->live_node);
-  queue_remove(&t->run_node);
-  queue_remove(&t->wait_node);
+  queue_remove(&t->node);
   queue_remove(&t->scope_node);
-  queue_remove(&t->child_node);
   tether__remove_deadline(c, &t->sleep);
   c->ntasks--;
   t->state = TASK_FREE;
@@ -139,32 +135,55 @@ void tether__release (lua_State *L, struct ctx *c, struct task *t) {
   t->abort = NULL;
   t->done = NULL;
   t->gen++;
+  if (t->traced) {
+    t->traced = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->traces_ref);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, TRACE_TEXT(t->slot));
+    lua_pushnil(L);
+    lua_rawseti(L, -2, TRACE_ERROR(t->slot));
+    lua_pop(L, 1);
+  }
   tether__push_anchors(c, L);
   lua_pushnil(L);
   lua_rawseti(L, -2, ANCHOR_NAME(t->slot));
-  lua_pushnil(L);
-  lua_rawseti(L, -2, ANCHOR_TRACE(t->slot));
-  lua_pushnil(L);
-  lua_rawseti(L, -2, ANCHOR_ERROR(t->slot));
-  if (reusable) {
+  if (t->L != NULL && lua_status(t->L) == LUA_OK) {
     lua_settop(t->L, 0);
     if (lua_gethook(t->L) != NULL)
       lua_sethook(t->L, NULL, 0, 0);
   }
-  if (!reusable || c->npooled >= POOL_MAX) {
+  else { /* died by an error: a new thread when reused */
     lua_pushnil(L);
     lua_rawseti(L, -2, ANCHOR_THREAD(t->slot));
     t->L = NULL;
   }
   lua_pop(L, 1);
-  if (c->npooled < POOL_MAX) {
-    queue_insert_tail(&c->pool, &t->live_node);
-    c->npooled++;
-  }
-  else {
+  queue_insert_tail(&c->pool, &t->live_node);
+  c->npooled++;
+}
+
+/*
+** Gives back part of the pool once a burst of tasks is over: the pool keeps
+** up to as many records as there are live tasks (at least POOL_MIN), so a
+** program that spawns many tasks again and again reuses them, and one that
+** had a burst returns the memory over the following ticks.
+*/
+void tether__trim_pool (lua_State *L, struct ctx *c) {
+  int keep = c->ntasks > POOL_MIN ? c->ntasks : POOL_MIN;
+  int n = (c->npooled - keep) / 8 + 1;
+  if (c->npooled <= keep)
+    return;
+  tether__push_anchors(c, L);
+  while (n-- > 0 && c->npooled > keep) {
+    struct task *t = queue_data(queue_head(&c->pool), struct task, live_node);
+    queue_remove(&t->live_node);
+    c->npooled--;
+    lua_pushnil(L);
+    lua_rawseti(L, -2, ANCHOR_THREAD(t->slot));
     free_slot(c, t->slot);
     free(t);
   }
+  lua_pop(L, 1);
 }
 
 /* Frees every pooled record (the context is being collected). */
@@ -188,7 +207,7 @@ void tether__free_pool (struct ctx *c) {
 
 /*
 ** The message handler of every protected call tether makes inside a task:
-** records a traceback of the raise site in the task's anchors (not for
+** records a traceback of the raise site in the trace table (not for
 ** Cancelled, and not when a scope or group re-raises an error it already
 ** saw), and returns the error unchanged.
 */
@@ -198,11 +217,11 @@ int tether__msgh (lua_State *L) {
   int rerun;
   if (t == NULL || t->L != L || tether__is_class(L, 1, "Cancelled"))
     return 1;
-  tether__push_anchors(c, L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->traces_ref);
   rerun = t->reraise;
   t->reraise = 0;
   if (rerun) {
-    lua_rawgeti(L, -1, ANCHOR_ERROR(t->slot));
+    lua_rawgeti(L, -1, TRACE_ERROR(t->slot));
     rerun = lua_rawequal(L, 1, -1);
     lua_pop(L, 1);
     if (rerun) {
@@ -211,10 +230,11 @@ int tether__msgh (lua_State *L) {
     }
   }
   luaL_traceback(L, L, NULL, 1);
-  lua_rawseti(L, -2, ANCHOR_TRACE(t->slot));
+  lua_rawseti(L, -2, TRACE_TEXT(t->slot));
   lua_pushvalue(L, 1);
-  lua_rawseti(L, -2, ANCHOR_ERROR(t->slot));
+  lua_rawseti(L, -2, TRACE_ERROR(t->slot));
   lua_pop(L, 1);
+  t->traced = 1;
   return 1;
 }
 
@@ -226,8 +246,8 @@ void tether__reraise (lua_State *L, struct task *t) {
 
 /* [-0, +1, -] pushes the traceback recorded for the task's last error. */
 void tether__push_traceback (lua_State *L, struct task *t) {
-  tether__push_anchors(t->ctx, L);
-  lua_rawgeti(L, -1, ANCHOR_TRACE(t->slot));
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ctx->traces_ref);
+  lua_rawgeti(L, -1, TRACE_TEXT(t->slot));
   lua_remove(L, -2);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
@@ -371,7 +391,7 @@ void tether__resume (struct ctx *c, struct task *t) {
 
 /* Queues a parked task to run with the given outcome. */
 void tether__wake (struct task *t, enum wake_status how) {
-  queue_remove(&t->wait_node);
+  queue_remove(&t->node);
   t->abort = NULL;
   t->wake = (unsigned char)how;
   tether__schedule(t->ctx, t);
@@ -594,22 +614,21 @@ int core_get_running_tasks (lua_State *L) {
 }
 
 static int blocked_abort (struct task *t) {
-  queue_remove(&t->wait_node);
+  queue_remove(&t->node);
   return 1;
 }
 
 /* Wakes every wait_all_tasks_blocked caller: no other task is ready. */
 void tether__wake_blocked_waiters (struct ctx *c) {
   while (!queue_empty(&c->blocked_waiters))
-    tether__wake(
-        queue_data(queue_head(&c->blocked_waiters), struct task, wait_node),
-        WAKE_OK);
+    tether__wake(queue_data(queue_head(&c->blocked_waiters), struct task, node),
+                 WAKE_OK);
 }
 
 int core_wait_all_tasks_blocked (lua_State *L) {
   struct ctx *c = CTX(L);
   struct task *t = tether__check_task(L, c, "tether.wait_all_tasks_blocked");
-  queue_insert_tail(&c->blocked_waiters, &t->wait_node);
+  queue_insert_tail(&c->blocked_waiters, &t->node);
   return tether__park(L, t, blocked_abort, lua_gettop(L), woken_k);
 }
 
