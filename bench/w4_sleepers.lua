@@ -1,0 +1,78 @@
+--- W4: N tasks (default 100000), each sleeping its own random delay in
+-- [0, 1) s (math.randomseed(4), the same delays for every variant); reports the
+-- wall time from the first spawn until everything finished and the loop
+-- returned, minus the longest delay (overhead_s), and the peak RSS (VmHWM).
+--
+--   tether   tg:start_soon(sleeper, d) in one task group; sleeper calls tether.sleep(d)
+--   floor    raw luv: uv.new_timer() per delay, its callback closes it (no tasks)
+--   cqueues  cq:wrap(sleeper, d); sleeper calls cqueues.sleep(d); cq:loop()
+--   luv      bench/luv_sched.lua: group:spawn(sleeper, d); sleeper calls
+--            sched.sleep(d) (a uv timer per sleep); group:wait()
+
+package.path = ((arg[0]:match("^(.*)[/\\]") or ".") .. "/?.lua;") .. package.path
+local common = require "common"
+
+local W = "w4"
+local variant = common.variant("w4_sleepers", common.VARIANTS)
+local N = tonumber(os.getenv("BENCH_W4_N")) or 100000
+local clock = common.clock(variant)
+
+math.randomseed(4)
+local delays, longest = {}, 0
+for i = 1, N do
+  local d = math.random()
+  delays[i] = d
+  if d > longest then longest = d end
+end
+
+local run = {}
+
+function run.tether()
+  local tether = require "tether"
+  local sleep = tether.sleep
+  local function sleeper(d) sleep(d) end
+  tether.run(function()
+    tether.task_group(function(tg)
+      for i = 1, N do tg:start_soon(sleeper, delays[i]) end
+    end)
+  end)
+end
+
+function run.floor()
+  local uv = require "luv"
+  local ceil = math.ceil
+  uv.update_time() -- timers count from the loop's cached time: make it now
+  for i = 1, N do
+    local timer = uv.new_timer()
+    timer:start(ceil(delays[i] * 1000), 0, function() timer:close() end)
+  end
+  uv.run("default")
+end
+
+function run.cqueues()
+  local cqueues = require "cqueues"
+  local sleep = cqueues.sleep
+  local function sleeper(d) sleep(d) end
+  local cq = cqueues.new()
+  for i = 1, N do cq:wrap(sleeper, delays[i]) end
+  assert(cq:loop())
+end
+
+function run.luv()
+  local sched = require "luv_sched"
+  local sleep = sched.sleep
+  local function sleeper(d) sleep(d) end
+  sched.run(function()
+    local g = sched.group()
+    for i = 1, N do g:spawn(sleeper, delays[i]) end
+    g:wait()
+  end)
+end
+
+common.full_gc()
+local t0 = clock()
+run[variant]()
+local wall = clock() - t0
+common.result(W, variant, {
+  { "overhead_s", wall - longest }, { "wall_s", wall }, { "longest_s", longest }, { "n", N },
+})
