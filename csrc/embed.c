@@ -24,8 +24,13 @@ struct post {
 
 #define CTX_OF(t) ((struct ctx *)(void *)(t))
 
+/* Opens the core, and the facade if it can be found (it registers the error
+   classes the core raises). */
 static int open_core (lua_State *L) {
   luaL_requiref(L, "tether.core", luaopen_tether_core, 0);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "tether");
+  lua_pcall(L, 1, 0, 0);
   return 0;
 }
 
@@ -181,6 +186,7 @@ static struct post *take_posts (struct ctx *c) {
 void tether__on_post (uv_async_t *h) {
   struct ctx *c = h->data;
   struct post *p = take_posts(c);
+  c->in_callback++;
   while (p != NULL) {
     struct post *next = p->next;
     lua_pushcfunction(c->L, run_post);
@@ -193,6 +199,7 @@ void tether__on_post (uv_async_t *h) {
     free(p);
     p = next;
   }
+  c->in_callback--;
 }
 
 /* Frees posts that will never run (the state is closing). */
@@ -215,7 +222,12 @@ TETHER_API int tether_step (lua_State *L) {
   struct ctx *c = tether__ctx(L);
   if (c == NULL || !c->attached)
     return UV_EINVAL;
+  /* uv_run does nothing on a loop that nothing keeps alive, and tether's
+     handles are unref'd: hold the tick's reference for this one pass. */
+  uv_ref((uv_handle_t *)&c->hub->tick);
   uv_run(c->loop, UV_RUN_NOWAIT);
+  if (c->hub != NULL)
+    uv_unref((uv_handle_t *)&c->hub->tick);
   return !queue_empty(&c->ready);
 }
 
@@ -251,6 +263,8 @@ TETHER_API int tether_shutdown (lua_State *L) {
   int i;
   if (c == NULL || !c->attached)
     return UV_EINVAL;
+  if (c->in_callback)
+    return UV_EBUSY; /* inside uv_run, which is not reentrant */
   uv_mutex_lock(&c->posts_lock);
   c->posts_closed = 1;
   uv_mutex_unlock(&c->posts_lock);

@@ -216,6 +216,7 @@ struct ctx {
   int class_refs[NCLASSES]; /* metatables of the userdata classes */
   int ntasks;               /* live tasks */
   int running;              /* inside tether.run */
+  int in_callback;          /* in the tick or posted callbacks */
   int stopping;             /* main task done: leave uv_run */
   int fatal_ref;            /* error raised by the scheduler itself */
   double watchdog_seconds;  /* 0: off */
@@ -281,6 +282,8 @@ TETHER__HIDDEN int tether__debug_stats (lua_State *L);
 TETHER__HIDDEN int tether__set_watchdog (lua_State *L);
 
 /* task.c */
+TETHER__HIDDEN struct task *tether__current (lua_State *L, struct ctx *c,
+                                             const char *fname);
 TETHER__HIDDEN struct task *tether__check_task (lua_State *L, struct ctx *c,
                                                 const char *fname);
 TETHER__HIDDEN struct task *tether__spawn (lua_State *L, struct ctx *c,

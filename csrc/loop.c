@@ -18,6 +18,10 @@
 */
 #define TICK_SLICE_NS 500000u
 
+/* The longest the deadline timer is armed for (a day, in ms): deadlines
+   further away, up to 1e300 s, must not overflow libuv's uint64_t. */
+#define TIMER_MAX_MS 86400000.0
+
 /*
 ** Moves every ready task to a batch and resumes each once. Tasks made ready
 ** while the batch runs wait for the next batch, as in Trio.
@@ -73,6 +77,8 @@ static void arm_timer (struct ctx *c) {
   }
   uv_update_time(c->loop);
   wait = ceil((n->when - tether__now()) * 1e3);
+  if (wait > TIMER_MAX_MS) /* it fires early, finds nothing due, re-arms */
+    wait = TIMER_MAX_MS;
   uv_timer_start(&c->hub->timer, on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
 }
 
@@ -112,9 +118,13 @@ static int tick (lua_State *L) {
 static void on_tick (uv_check_t *h) {
   struct ctx *c = h->data;
   lua_State *L = c->from;
+  int status;
   lua_pushcfunction(L, tick);
   lua_pushlightuserdata(L, c);
-  if (lua_pcall(L, 1, 0, 0) == LUA_OK)
+  c->in_callback++;
+  status = lua_pcall(L, 1, 0, 0);
+  c->in_callback--;
+  if (status == LUA_OK)
     return;
   if (c->attached) { /* the host's loop goes on; say what happened */
     lua_writestringerror("tether: scheduler error: %s\n", lua_tostring(L, -1));
@@ -215,8 +225,11 @@ int tether__open_hub (struct ctx *c, int attached) {
   tether__hub_handles(hub, handles);
   for (i = 0; i < HUB_HANDLES; i++) {
     handles[i]->data = c;
-    if (attached || handles[i] == (uv_handle_t *)&hub->watchdog)
-      uv_unref(handles[i]); /* a host's loop is not kept alive by tether */
+    /* A host's loop is kept alive by tether only while tasks are ready
+       (the idle handle is active just then), never by waiting tasks. */
+    if ((attached && handles[i] != (uv_handle_t *)&hub->spin) ||
+        handles[i] == (uv_handle_t *)&hub->watchdog)
+      uv_unref(handles[i]);
   }
   c->hub = hub;
   uv_check_start(&hub->tick, on_tick);

@@ -492,7 +492,7 @@ static int scope__gc (lua_State *L) {
 /* tether.current_effective_deadline() */
 int core_current_effective_deadline (lua_State *L) {
   struct task *t =
-      tether__check_task(L, CTX(L), "tether.current_effective_deadline");
+      tether__current(L, CTX(L), "tether.current_effective_deadline");
   struct scope *s;
   double deadline = HUGE_VAL;
   if (t->scope->effective) {

@@ -203,7 +203,9 @@ static struct sigwatch *watch (struct ctx *c, int signum, int *err) {
 /* Whether libuv caught deliveries for this watcher that have not reached
    the loop yet (they wait in its self-pipe until the loop polls). */
 static int in_flight (const struct sigwatch *w) {
-  return w->handle.caught_signals != w->handle.dispatched_signals;
+  /* libuv's handler (any thread) writes to the pipe before it counts the
+     signal as caught, so 'dispatched' may briefly run ahead of 'caught'. */
+  return (int)(w->handle.caught_signals - w->handle.dispatched_signals) > 0;
 }
 
 /*

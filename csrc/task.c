@@ -32,11 +32,10 @@ int tether__fname_error (lua_State *L, const char *fname, const char *fmt,
 }
 
 /*
-** Returns the running task if 'L' is its thread and it may block there;
-** otherwise raises an error naming 'fname' and the way out.
+** Returns the running task if 'L' is its thread; otherwise raises an error
+** naming 'fname' and the way out.
 */
-struct task *tether__check_task (lua_State *L, struct ctx *c,
-                                 const char *fname) {
+struct task *tether__current (lua_State *L, struct ctx *c, const char *fname) {
   struct task *t = c->current;
   if (t == NULL || t->L != L) {
     if (!c->running)
@@ -51,6 +50,13 @@ struct task *tether__check_task (lua_State *L, struct ctx *c,
                         "a task); call it from the task itself, or start "
                         "the work as a task with tg:start_soon");
   }
+  return t;
+}
+
+/* Like tether__current, and checks that the task may block (yield) here. */
+struct task *tether__check_task (lua_State *L, struct ctx *c,
+                                 const char *fname) {
+  struct task *t = tether__current(L, c, fname);
   if (!lua_isyieldable(L))
     tether__fname_error(L, fname,
                         "cannot block across a C-call boundary (inside a "
@@ -584,17 +590,7 @@ static void push_task_info (lua_State *L, struct task *t) {
 }
 
 int core_current_task (lua_State *L) {
-  struct ctx *c = CTX(L);
-  struct task *t = c->current;
-  if (t == NULL || t->L != L) {
-    if (!c->running)
-      return tether__fname_error(L, "tether.current_task",
-                                 "called outside tether.run");
-    return tether__fname_error(L, "tether.current_task",
-                               "not called from a tether task (a plain "
-                               "coroutine inside a task is not a task)");
-  }
-  push_task_info(L, t);
+  push_task_info(L, tether__current(L, CTX(L), "tether.current_task"));
   return 1;
 }
 
