@@ -114,7 +114,7 @@ timed = timeout $(TEST_TIMEOUT) $(1) || { rc=$$?; if [ $$rc -eq 124 ]; then echo
 
 # ---- system packages (Debian) ---------------------------------------------------------
 
-DEPS_PKGS ?= gcc libc6-dev pkg-config lua5.4 liblua5.4-dev libuv1-dev lua-busted lua-check \
+DEPS_PKGS ?= gcc libc6-dev pkg-config lua5.4 liblua5.4-dev libuv1-dev lua-busted lua-check lua-luv-dev \
              luarocks
 ifneq ($(filter check valgrind,$(MAKECMDGOALS)),)
 DEPS_PKGS += valgrind
