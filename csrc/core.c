@@ -174,6 +174,7 @@ static struct ctx *open_ctx (lua_State *L) {
   heap_init(&c->deadlines);
   if (uv_mutex_init(&c->posts_lock) != 0)
     luaL_error(L, "tether: cannot create a mutex");
+  c->next_id = 1; /* task ids are unique for the life of the state */
   c->classes_ref = c->fatal_ref = c->anchors_ref = c->traces_ref = LUA_NOREF;
   tether__scope_init(&c->root, HUGE_VAL, 0);
   luaL_newmetatable(L, TETHER_CTX_MT);

@@ -39,8 +39,10 @@ static void record_error (lua_State *L, struct group *g, struct task *source) {
     g->errors_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, g->errors_ref);
-  lua_getfield(L, -1, "errors");
+  lua_getfield(L, -1, "tasks"); /* has no holes: an error may be nil */
   n = (lua_Integer)lua_rawlen(L, -1) + 1;
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "errors");
   lua_pushvalue(L, -3);
   lua_rawseti(L, -2, n);
   lua_getfield(L, -2, "tracebacks");
@@ -138,7 +140,7 @@ static int finish (lua_State *L, struct group *g, struct task *t) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, g->errors_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, g->errors_ref);
     g->errors_ref = LUA_NOREF;
-    lua_getfield(L, -1, "errors");
+    lua_getfield(L, -1, "tasks");
     lua_pushfstring(L, "%d error(s) raised in a task group",
                     (int)lua_rawlen(L, -1));
     lua_setfield(L, -3, "message");
@@ -317,11 +319,11 @@ static int group_start (lua_State *L) {
     lua_insert(L, 2);
   }
   st = lua_newuserdatauv(L, sizeof *st, 0);
-  st->task = NULL;
+  st->slot = -1;
   tether__set_metatable(L, c, CLASS_STATUS);
   lua_insert(L, 4); /* [g, name, fn, status, args...] */
   child = tether__spawn(L, c, lua_gettop(L) - 3, t->scope, g, t->id);
-  st->task = child;
+  st->slot = child->slot;
   st->gen = child->gen;
   child->starter = t;
   g->pending_starts++;
@@ -338,8 +340,8 @@ static int status_started (lua_State *L) {
                                "expected a task status as self (use a "
                                "colon: task_status:started(value)), got %s",
                                luaL_typename(L, 1));
-  child = st->task;
-  if (child == NULL || child->gen != st->gen || child->state == TASK_DONE)
+  child = tether__record(CTX(L), st->slot, st->gen);
+  if (child == NULL)
     return tether__fname_error(L, "task_status:started",
                                "the task has already finished");
   if (child->started)
@@ -374,8 +376,18 @@ static int group__index (lua_State *L) {
   return 1;
 }
 
+static int group__newindex (lua_State *L) {
+  const char *key = lua_tostring(L, 2);
+  check_group(L, 1, "tg:__newindex");
+  lua_pushfstring(L, "tg.%s", key != NULL ? key : luaL_typename(L, 2));
+  return tether__fname_error(L, lua_tostring(L, -1),
+                             "a task group's fields are read-only");
+}
+
 static int group__gc (lua_State *L) {
-  struct group *g = lua_touserdata(L, 1);
+  struct group *g = tether__test_class(L, 1, CTX(L), CLASS_GROUP);
+  if (g == NULL)
+    return 0;
   luaL_unref(L, LUA_REGISTRYINDEX, g->errors_ref);
   g->errors_ref = LUA_NOREF;
   return 0;
@@ -393,8 +405,10 @@ static int group__tostring (lua_State *L) {
 void tether__open_group (lua_State *L) {
   static const luaL_Reg methods[] = {
       {"start_soon", group_start_soon}, {"start", group_start}, {NULL, NULL}};
-  static const luaL_Reg metamethods[] = {
-      {"__gc", group__gc}, {"__tostring", group__tostring}, {NULL, NULL}};
+  static const luaL_Reg metamethods[] = {{"__gc", group__gc},
+                                         {"__newindex", group__newindex},
+                                         {"__tostring", group__tostring},
+                                         {NULL, NULL}};
   static const luaL_Reg status_methods[] = {{"started", status_started},
                                             {NULL, NULL}};
   int ctx = lua_absindex(L, -1);

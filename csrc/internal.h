@@ -101,7 +101,7 @@ struct task {
   void *wait_data;          /* what the task waits on, for 'abort' */
   lua_Integer id;
   lua_Integer parent_id; /* 0 for the main task */
-  unsigned gen;          /* bumped on reuse; guards stale TaskStatus */
+  uint64_t gen;          /* new for every spawn; guards stale TaskStatus */
   int slot;              /* index of its anchors in ctx's anchor table */
   int nresume;           /* values pushed for its next resume */
   unsigned char state;   /* enum task_state */
@@ -165,8 +165,8 @@ struct group {
 
 /* TaskStatus userdata: a tg:start child's handle to report readiness. */
 struct task_status {
-  struct task *task;
-  unsigned gen;
+  int slot;     /* the child's record: ctx->records[slot], */
+  uint64_t gen; /* as long as it still runs this spawn */
 };
 
 /*
@@ -205,10 +205,13 @@ struct ctx {
   struct task *current; /* task being resumed, NULL between tasks */
   struct task *main;
   lua_Integer next_id;
-  int anchors_ref; /* table: thread and name of each task slot */
-  int traces_ref;  /* table: last traceback and error of each task slot */
-  int nslots;      /* slots handed out so far */
-  int *free_slots; /* slots of freed task records, for reuse */
+  int anchors_ref;       /* table: thread and name of each task slot */
+  int traces_ref;        /* table: last traceback and error of each task slot */
+  int nslots;            /* slots handed out so far */
+  int *free_slots;       /* slots of freed task records, for reuse */
+  struct task **records; /* the record of each slot; NULL once freed */
+  int cap_records;
+  uint64_t next_gen; /* generation of the next spawned task */
   int nfree_slots;
   int cap_free_slots;
   int npooled;              /* records in 'pool' */
@@ -307,6 +310,8 @@ TETHER__HIDDEN void tether__push_name (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__push_traceback (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__free_pool (struct ctx *c);
 TETHER__HIDDEN void tether__trim_pool (lua_State *L, struct ctx *c);
+TETHER__HIDDEN struct task *tether__record (struct ctx *c, int slot,
+                                            uint64_t gen);
 TETHER__HIDDEN int tether__fname_error (lua_State *L, const char *fname,
                                         const char *fmt, ...);
 TETHER__HIDDEN int core_sleep (lua_State *L);

@@ -275,7 +275,6 @@ void tether__begin (struct ctx *c) {
   c->stopping = 0;
   c->watchdog_fired = 0;
   c->fatal_ref = LUA_NOREF;
-  c->next_id = 1;
   tether__scope_init(&c->root, HUGE_VAL, 0);
   c->root.state = SCOPE_ACTIVE;
   c->root.ctx = c;

@@ -442,11 +442,12 @@ static int scope__newindex (lua_State *L) {
     set_deadline(L, s);
   else if (key != NULL && strcmp(key, "shield") == 0)
     set_shield(L, s);
-  else
-    return tether__fname_error(L, "CancelScope",
-                               "cannot set field '%s' (only deadline and "
-                               "shield are writable)",
-                               key != NULL ? key : luaL_typename(L, 2));
+  else {
+    lua_pushfstring(L, "scope.%s", key != NULL ? key : luaL_typename(L, 2));
+    return tether__fname_error(L, lua_tostring(L, -1),
+                               "read-only (only deadline and shield can be "
+                               "set)");
+  }
   return 0;
 }
 
@@ -482,7 +483,9 @@ static int scope__tostring (lua_State *L) {
 }
 
 static int scope__gc (lua_State *L) {
-  struct scope *s = lua_touserdata(L, 1);
+  struct scope *s = tether__test_class(L, 1, CTX(L), CLASS_SCOPE);
+  if (s == NULL)
+    return 0;
   luaL_unref(L, LUA_REGISTRYINDEX, s->reason_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->fail_reason_ref);
   s->reason_ref = s->fail_reason_ref = LUA_NOREF;

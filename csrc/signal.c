@@ -13,6 +13,7 @@
 
 #define _DEFAULT_SOURCE /* NSIG, SIGWINCH and friends beside POSIX */
 
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -341,6 +342,10 @@ static int core_kill (lua_State *L) {
                                "pid must be an integer, got %s",
                                luaL_typename(L, 1));
   pid = lua_tointeger(L, 1);
+  if (pid < INT_MIN + 1 || pid > INT_MAX)
+    return tether__fname_error(L, "tether.kill",
+                               "pid %I is out of range for a process id",
+                               (LUAI_UACINT)pid);
   if (lua_isinteger(L, 2) && lua_tointeger(L, 2) == 0)
     signum = 0; /* only checks that the process exists */
   else
@@ -474,7 +479,7 @@ static int receive_k (lua_State *L, int status, lua_KContext parked) {
     return tether__raise_cancelled(L, t);
   if (r->closed)
     return raise_class(L, "ClosedResourceError",
-                       "the signal receiver was closed");
+                       "signals:receive: the signal receiver was closed");
   pop_pending(r, &signum, &count);
   lua_pushinteger(L, signum);
   lua_pushinteger(L, (lua_Integer)count);
@@ -511,8 +516,8 @@ static int receiver_close (lua_State *L) {
   detach(r);
   if (reader != NULL && reader->state == TASK_PARKED) {
     r->reader = NULL;
-    lua_pushliteral(L, "the signal receiver was closed while a task was "
-                       "reading it");
+    lua_pushliteral(L, "signals:receive: the signal receiver was closed "
+                       "while a task was reading it");
     tether__new_error(L, "ClosedResourceError");
     lua_xmove(L, reader->L, 1);
     reader->nresume = 1;
@@ -522,8 +527,8 @@ static int receiver_close (lua_State *L) {
 }
 
 static int receiver__gc (lua_State *L) {
-  struct receiver *r = lua_touserdata(L, 1);
-  if (!r->closed)
+  struct receiver *r = tether__test_class(L, 1, CTX(L), CLASS_RECEIVER);
+  if (r != NULL && !r->closed)
     detach(r);
   return 0;
 }

@@ -70,13 +70,38 @@ struct task *tether__check_task (lua_State *L, struct ctx *c,
 ** Task records
 ** ===================================================================== */
 
-static int new_slot (struct ctx *c) {
+/* Gives record 't' a slot (-1 when out of memory). */
+static int new_slot (struct ctx *c, struct task *t) {
+  int slot;
   if (c->nfree_slots > 0)
-    return c->free_slots[--c->nfree_slots];
-  return c->nslots++;
+    slot = c->free_slots[--c->nfree_slots];
+  else {
+    if (c->nslots == c->cap_records) {
+      int cap = c->cap_records ? 2 * c->cap_records : 256;
+      struct task **records =
+          realloc(c->records, (size_t)cap * sizeof *records);
+      if (records == NULL)
+        return -1;
+      c->records = records;
+      c->cap_records = cap;
+    }
+    slot = c->nslots++;
+  }
+  c->records[slot] = t;
+  return slot;
+}
+
+/* The live task in 'slot' if it still runs the spawn of generation 'gen'. */
+struct task *tether__record (struct ctx *c, int slot, uint64_t gen) {
+  struct task *t = slot >= 0 && slot < c->nslots ? c->records[slot] : NULL;
+  if (t == NULL || t->gen != gen || t->state == TASK_FREE ||
+      t->state == TASK_DONE)
+    return NULL;
+  return t;
 }
 
 static void free_slot (struct ctx *c, int slot) {
+  c->records[slot] = NULL;
   if (c->nfree_slots == c->cap_free_slots) {
     int cap = c->cap_free_slots ? 2 * c->cap_free_slots : 64;
     int *slots = realloc(c->free_slots, (size_t)cap * sizeof *slots);
@@ -101,11 +126,14 @@ static struct task *take_record (lua_State *L, struct ctx *c) {
       luaL_error(L, "not enough memory");
     queue_init(&t->node);
     queue_init(&t->scope_node);
-    queue_init(&t->node);
     heap_node_init(&t->sleep.node);
     t->sleep.kind = DEADLINE_SLEEP;
     t->ctx = c;
-    t->slot = new_slot(c);
+    t->slot = new_slot(c, t);
+    if (t->slot < 0) {
+      free(t);
+      luaL_error(L, "not enough memory");
+    }
     queue_insert_tail(&c->pool, &t->live_node);
     c->npooled++;
   }
@@ -140,7 +168,6 @@ void tether__release (lua_State *L, struct ctx *c, struct task *t) {
   t->starter = NULL;
   t->abort = NULL;
   t->done = NULL;
-  t->gen++;
   if (t->traced) {
     t->traced = 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->traces_ref);
@@ -202,6 +229,9 @@ void tether__free_pool (struct ctx *c) {
   c->npooled = 0;
   free(c->free_slots);
   c->free_slots = NULL;
+  free(c->records);
+  c->records = NULL;
+  c->cap_records = 0;
   c->nfree_slots = c->cap_free_slots = 0;
 }
 
@@ -327,6 +357,7 @@ struct task *tether__spawn (lua_State *L, struct ctx *c, int nargs,
   lua_pop(L, 1); /* name */
   t->nresume = nargs + 1;
   t->id = c->next_id++;
+  t->gen = ++c->next_gen;
   t->parent_id = parent_id;
   t->group = group;
   t->started = 0;

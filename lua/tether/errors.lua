@@ -55,9 +55,9 @@ end
 -- traceback captured where it was raised.
 ErrorGroup.__tostring = function(group)
   local lines = { "tether.ErrorGroup: " .. tostring(group.message) }
-  for i, err in ipairs(group.errors) do
+  for i = 1, #group.tasks do -- errors may hold nil: tasks has no holes
     lines[#lines + 1] = string.format("  [%d] in task %s: %s", i,
-      tostring(group.tasks[i]), indent(tostring(err)))
+      tostring(group.tasks[i]), indent(tostring(group.errors[i])))
     if group.tracebacks[i] then
       lines[#lines + 1] = "    " .. indent(group.tracebacks[i])
     end

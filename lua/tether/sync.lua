@@ -59,7 +59,7 @@ end
 local function class(name)
   local cls = { __name = "tether." .. name }
   cls.__index = cls
-  cls.__close = function(self) self:release() end
+  cls.__close = function(self) return cls.release(self) end
   return cls
 end
 
@@ -147,7 +147,20 @@ end
 -- Semaphore
 -- =======================================================================
 
-local Semaphore = class "Semaphore"
+local Semaphore = { __name = "tether.Semaphore" }
+local semaphore_methods = {}
+
+--- `sem.value` (free slots) and `sem.max_value` are read-only.
+Semaphore.__index = function(self, key)
+  if key == "value" then return self._value
+  elseif key == "max_value" then return self._max
+  end
+  return semaphore_methods[key]
+end
+
+Semaphore.__newindex = function(_, key)
+  misuse("semaphore." .. tostring(key), "the fields of a Semaphore are read-only")
+end
 
 --- A counting semaphore; `value` is the number of free slots.
 -- @int initial the starting value (>= 0)
@@ -164,28 +177,28 @@ function sync.Semaphore(initial, max_value)
   if max_value ~= nil and max_value < initial then
     misuse(fname, "max_value (%d) must be >= the initial value (%d)", max_value, initial)
   end
-  return setmetatable({ value = initial, max_value = max_value, _lot = ParkingLot() },
+  return setmetatable({ _value = initial, _max = max_value, _lot = ParkingLot() },
     Semaphore)
 end
 
 --- Takes a slot if one is free; raises `WouldBlock` otherwise.
 -- @return the semaphore, as a to-be-closed guard
-function Semaphore:acquire_nowait()
+function semaphore_methods:acquire_nowait()
   local fname = "semaphore:acquire_nowait"
   check_self(self, Semaphore, fname)
-  if self.value == 0 then would_block(fname, "the semaphore's value is 0") end
-  self.value = self.value - 1
+  if self._value == 0 then would_block(fname, "the semaphore's value is 0") end
+  rawset(self, "_value", self._value - 1)
   return self
 end
 
 --- Waits for a slot (FIFO) and takes it.
 -- @return the semaphore, as a to-be-closed guard that releases it
-function Semaphore:acquire()
+function semaphore_methods:acquire()
   local fname = "semaphore:acquire"
   check_self(self, Semaphore, fname)
   checkpoint_if_cancelled_as(fname)
-  if self.value > 0 then
-    self.value = self.value - 1
+  if self._value > 0 then
+    rawset(self, "_value", self._value - 1)
     shielded_checkpoint_as(fname)
   else
     self._lot:park(fname) -- release() handed us its slot
@@ -194,16 +207,18 @@ function Semaphore:acquire()
 end
 
 --- Frees a slot: hands it to the longest waiter, or increments `value`.
-function Semaphore:release()
+function semaphore_methods:release()
   local fname = "semaphore:release"
   check_self(self, Semaphore, fname)
   if self._lot:unpark() then return end
-  if self.max_value ~= nil and self.value >= self.max_value then
+  if self._value >= (self._max or math.maxinteger) then
     misuse(fname, "released too many times (value would exceed max_value %d)",
-      self.max_value)
+      self._max or math.maxinteger)
   end
-  self.value = self.value + 1
+  rawset(self, "_value", self._value + 1)
 end
+
+Semaphore.__close = semaphore_methods.release
 
 -- }======================================================================
 
@@ -261,10 +276,7 @@ end
 
 local shield = { shield = true }
 
---- Releases the lock, waits for a notification, and re-acquires the lock
--- before returning or raising (also when cancelled).
-function Condition:wait()
-  local fname = "condition:wait"
+local function wait(self, fname)
   check_holder(self, fname)
   checkpoint_if_cancelled_as(fname)
   local lock = self._lock
@@ -274,6 +286,12 @@ function Condition:wait()
   if not ok then error(err, 0) end
 end
 
+--- Releases the lock, waits for a notification, and re-acquires the lock
+-- before returning or raising (also when cancelled).
+function Condition:wait()
+  wait(self, "condition:wait")
+end
+
 --- Waits until `predicate()` returns a true value, and returns it.
 function Condition:wait_for(predicate)
   local fname = "condition:wait_for"
@@ -281,9 +299,10 @@ function Condition:wait_for(predicate)
   if not callable(predicate) then
     misuse(fname, "predicate must be callable, got %s", type(predicate))
   end
+  check_holder(self, fname)
   local value = predicate()
   while not value do
-    self:wait()
+    wait(self, fname)
     value = predicate()
   end
   return value
@@ -350,6 +369,7 @@ local function grant(self)
 end
 
 CapacityLimiter.__newindex = function(self, key, value)
+  check_self(self, CapacityLimiter, "limiter." .. tostring(key))
   if key ~= "total_tokens" then
     misuse("limiter." .. tostring(key), "only total_tokens can be set")
   end
@@ -358,7 +378,7 @@ CapacityLimiter.__newindex = function(self, key, value)
   grant(self)
 end
 
-CapacityLimiter.__close = function(self) self:release() end
+CapacityLimiter.__close = function(self) return limiter_methods.release(self) end
 
 local function take_token(self, fname)
   check_self(self, CapacityLimiter, fname)

@@ -1,0 +1,489 @@
+--- The part of `tether` that the C core provides.
+--
+-- This file is never loaded: it holds only LDoc comments for the functions
+-- and objects of `tether.core` (csrc/), which `lua/tether/init.lua`
+-- re-exports, and for the error classes of `lua/tether/errors.lua`, so that
+-- `ldoc .` documents the whole of `tether` on one page. When a C function
+-- changes, change its entry here. The contract is API.md; the guide is
+-- docs/guide.md.
+-- @module tether
+
+--- Running.
+-- The event loop, the clock, sleeping and checkpoints.
+--
+-- Rules that hold for every entry on this page:
+--
+-- * A **checkpoint** yields to other tasks and raises `Cancelled` if the
+--   task is cancelled; a blocking call that raised `Cancelled` had no effect.
+-- * Misuse (a wrong argument, a closed object, a negative delay) raises a
+--   string that starts with the function's name, e.g.
+--   `tether.sleep: delay must be >= 0, got -1`.
+-- * A blocking call made outside `tether.run`, from a plain coroutine inside a
+--   task, or across a C-call boundary (a metamethod, a `table.sort`
+--   comparator, a `string.gsub` callback, `require`) raises a string naming
+--   the call and the cause, e.g. `tether.sleep: called outside tether.run;
+--   run the program as tether.run(main) and call it from a task`.
+-- @section running
+
+--- Runs `fn(...)` as the main task of a new event loop.
+-- Returns once every task has finished and every handle is closed.
+-- @function run
+-- @tparam function fn the main task (a callable table is accepted)
+-- @param ... arguments passed to `fn`
+-- @return the results of `fn`
+-- @raise the main task's error, unchanged (an `ErrorGroup` only if it came out
+-- of a task group); `tether.Interrupted` after a Ctrl+C, even if the main task
+-- returned normally; `tether.run: a loop is already running in this Lua state;
+-- ...` when nested; `tether.run: expected a function to run, got ...`.
+-- @usage
+-- local tether = require "tether"
+-- print(tether.run(function(x) tether.sleep(0.1); return x * 2 end, 21)) --> 42
+
+--- Monotonic clock in seconds (a float), read afresh at each call.
+-- Only differences are meaningful. Works outside `tether.run` too.
+-- @function current_time
+-- @treturn number seconds
+
+--- Blocks the task for `seconds`. `sleep(0)` is a checkpoint;
+-- `sleep(math.huge)` blocks until cancelled.
+-- @function sleep
+-- @tparam number seconds a delay >= 0
+-- @raise `Cancelled`; `tether.sleep: delay must be >= 0, got ...` (also for NaN
+-- or a non-number)
+-- @see sleep_until
+
+--- Blocks until `current_time() >= deadline`. A past deadline is a checkpoint.
+-- @function sleep_until
+-- @tparam number deadline in `current_time()` units (not NaN)
+-- @raise `Cancelled`; misuse for NaN or a non-number
+
+--- Blocks until the task is cancelled.
+-- @function sleep_forever
+-- @raise `Cancelled`, always (that is how it returns)
+
+--- Yields to other tasks, then raises `Cancelled` if the task is cancelled.
+-- Put one in a long computation so that it can be cancelled and other tasks run.
+-- @function checkpoint
+-- @raise `Cancelled`
+
+--- Raises `Cancelled` if the task is cancelled; otherwise returns at once
+-- without yielding.
+-- @function checkpoint_if_cancelled
+-- @raise `Cancelled`
+
+--- Yields to other tasks; never raises `Cancelled`.
+-- @function cancel_shielded_checkpoint
+
+--- The running task.
+-- Not a checkpoint.
+-- @function current_task
+-- @treturn table `{id = integer, name = string, parent_id = integer or nil}`;
+-- `name` is the one given to `start_soon`/`start`, or `"source:line"` of the
+-- task function; the main task has no `parent_id`
+-- @raise outside `tether.run` and from a plain coroutine inside a task, with
+-- the messages of a blocking call (it works across C-call boundaries)
+
+--- Every live task, as records like `current_task`'s.
+-- Not a checkpoint.
+-- @function get_running_tasks
+-- @treturn {table,...}
+-- @raise `tether.get_running_tasks: called outside tether.run`
+
+--- Returns once every other task is blocked (a test helper). A checkpoint.
+-- @function wait_all_tasks_blocked
+-- @raise `Cancelled`
+
+--- Task groups.
+-- @section groups
+
+--- Opens a task group in the current task, calls `fn(tg, ...)`, then waits for
+-- every child. Entering is not a checkpoint.
+--
+-- If the body or a child raises, the group's scope is cancelled, every child
+-- is waited for, and the errors (never `Cancelled`) come out as one
+-- `tether.ErrorGroup`, in the order they happened, even for a single error.
+-- If only cancellation happened, `Cancelled` propagates as itself; a group
+-- cancelled through `tg.cancel_scope` exits quietly.
+-- @function task_group
+-- @tparam function fn the body, called as `fn(tg, ...)`
+-- @param ... extra arguments for `fn`
+-- @return the results of `fn`
+-- @raise `ErrorGroup`; `Cancelled`; `tether.task_group: expected a function as
+-- the group's body, got ...`
+-- @usage
+-- tether.task_group(function(tg)
+--   tg:start_soon(worker, 1)
+--   tg:start_soon("reader", reader, stream)
+--   local port = tg:start(server)
+-- end)
+
+--- Cancel scopes and timeouts.
+-- A scope is entered by `CancelScope:run` and runs once. The scope that catches
+-- a `Cancelled` is the outermost cancelled scope below the nearest shield,
+-- decided when the scope exits; cancellation is level-triggered (every
+-- checkpoint inside raises again until the task leaves the scope).
+-- @section scopes
+
+--- Creates an unentered cancel scope.
+-- @function CancelScope
+-- @tparam[opt] table opts `{deadline = number, shield = boolean}`, both optional
+-- (`deadline` is absolute, in `current_time()` units; default `math.huge`)
+-- @treturn CancelScope
+-- @raise `tether.CancelScope: deadline must not be NaN`, `... shield must be a
+-- boolean, got ...`, `... expected an options table {deadline =, shield =} or
+-- nothing, got ...`
+
+--- A scope that moves on (its `run` returns nothing) `delay` seconds after it
+-- is entered.
+-- @function move_on_after
+-- @tparam number|nil delay >= 0; `nil` or `math.huge` = no deadline; computed
+-- into a deadline when `run` enters the scope
+-- @tparam[opt] table opts `{shield = boolean}`
+-- @treturn CancelScope
+-- @raise `tether.move_on_after: delay must be >= 0, got ...` (checked at
+-- creation; also NaN or a non-number)
+
+--- A scope that moves on at the absolute `deadline`.
+-- @function move_on_at
+-- @tparam number|nil deadline in `current_time()` units; `nil` or `math.huge` =
+-- none; a past one cancels at entry
+-- @tparam[opt] table opts `{shield = boolean}`
+-- @treturn CancelScope
+
+--- Like `move_on_after`, but `run` raises `tether.TimeoutError` when the scope
+-- caught a cancellation caused by its deadline. An explicit `cancel()` never
+-- becomes a `TimeoutError`.
+-- @function fail_after
+-- @tparam number|nil delay >= 0
+-- @tparam[opt] table opts `{shield = boolean, reason = string}`; `reason` is
+-- the `TimeoutError`'s message (default `"deadline exceeded"`)
+-- @treturn CancelScope
+-- @raise (from `run`) `TimeoutError`
+
+--- Like `move_on_at`, raising `tether.TimeoutError` as `fail_after` does.
+-- @function fail_at
+-- @tparam number|nil deadline
+-- @tparam[opt] table opts `{shield = boolean, reason = string}`
+-- @treturn CancelScope
+
+--- The earliest deadline in force for the current task, stopping at the
+-- nearest shield. Not a checkpoint.
+-- @function current_effective_deadline
+-- @treturn number the deadline; `-math.huge` if the task is cancelled;
+-- `math.huge` if there is none
+-- @raise outside `tether.run` and from a plain coroutine inside a task
+
+--- Signals.
+-- Receivers for OS signals. Signals are numbers; the module has the
+-- platform's constants `tether.SIGHUP`, `SIGINT`, `SIGQUIT`, `SIGILL`,
+-- `SIGTRAP`, `SIGABRT`, `SIGBUS`, `SIGFPE`, `SIGKILL`, `SIGUSR1`, `SIGSEGV`,
+-- `SIGUSR2`, `SIGPIPE`, `SIGALRM`, `SIGTERM`, `SIGCHLD`, `SIGCONT`, `SIGSTOP`,
+-- `SIGTSTP`, `SIGTTIN`, `SIGTTOU`, `SIGURG`, `SIGXCPU`, `SIGXFSZ`, `SIGVTALRM`,
+-- `SIGPROF`, `SIGWINCH`, `SIGIO` and `SIGSYS`. Where a signal is expected, a
+-- name such as `"SIGTERM"` or `"TERM"` works too.
+-- @section signals
+
+--- Opens a receiver for one or more signals. The OS handler is installed at
+-- once, so signals that arrive before the first read are kept. Duplicates
+-- count once.
+--
+-- It returns the receiver four times over in the shape of a generic `for`
+-- (iterator, nil, nil, closing value), so
+-- `for signum, count in tether.open_signal_receiver(...) do` closes it when
+-- the loop ends by `break`, `return` or error.
+--
+-- When the last receiver of a signal closes, the disposition that was in
+-- place before the first one opened is restored exactly (a handler, `SIG_IGN`
+-- or `SIG_DFL`); signals it left unread are raised again once, to that
+-- disposition. While a `SIGINT` receiver is open, Ctrl+C goes to it instead of
+-- cancelling the run.
+-- @function open_signal_receiver
+-- @param ... signal numbers or names
+-- @treturn SignalReceiver the receiver
+-- @return nil
+-- @return nil
+-- @treturn SignalReceiver the receiver again, as the `for` loop's closing value
+-- @raise `tether.open_signal_receiver: no signals were given`, `... unknown
+-- signal name 'X'`, `... unknown signal number N`, `... SIGKILL cannot be
+-- caught, blocked or ignored`, `... called outside tether.run; open receivers
+-- inside a task`; nothing stays installed after an error
+-- @usage
+-- local signals <close> = tether.open_signal_receiver(tether.SIGTERM, "HUP")
+-- for signum, count in signals do
+--   if signum == tether.SIGTERM then return end
+--   print("reload", count)
+-- end
+
+--- The name of a signal.
+-- @function signal_name
+-- @tparam number|string signum
+-- @treturn string|nil `"SIGTERM"`, or nil for a valid number without a name
+-- @raise for an unknown name or a number out of range
+
+--- Sends a signal to a process. Signal 0 only checks that the process exists.
+-- @function kill
+-- @tparam integer pid
+-- @tparam number|string signum
+-- @return `true`, or `nil`, a message such as `"ESRCH: no such process"` and
+-- the error's name (`"ESRCH"`)
+
+--- This process's id.
+-- @function getpid
+-- @treturn integer
+
+--- Events and memory object streams.
+-- In the core because one task handing a value to another is the hot path of
+-- most programs. `Lock`, `Semaphore`, `Condition`, `CapacityLimiter` and
+-- `tether.pcall` are in `tether.sync`. All of them may be created outside
+-- `tether.run` and used inside it; every wait is FIFO with direct hand-off.
+-- @section primitives
+
+--- Creates a one-shot event: once set it stays set (there is no `clear`).
+-- @function Event
+-- @treturn Event
+
+--- Creates a memory object stream (Trio's memory channel): a send end and a
+-- receive end. Items go straight from a sender to the longest-waiting receiver,
+-- or through a buffer of at most `max_buffer_size` items.
+-- @function create_memory_object_stream
+-- @tparam[opt=0] integer|number max_buffer_size an integer >= 0, or `math.huge`
+-- for an unbounded buffer; 0 makes every `send` wait for a receiver
+-- @treturn MemoryObjectSendStream send
+-- @treturn MemoryObjectReceiveStream receive
+-- @raise `tether.create_memory_object_stream: max_buffer_size must be an
+-- integer >= 0 or math.huge, got ...`
+-- @usage
+-- local send, receive = tether.create_memory_object_stream(10)
+
+--- Errors.
+-- Every error tether raises on purpose is a table whose metatable is one of
+-- these classes; `tostring` of one reads `tether.Name: message`, which is also
+-- what `lua5.4` prints when one is uncaught. Test an error with `tether.is`.
+-- Misuse raises a plain string instead (see Running).
+-- @section errors
+
+--- Whether `err` is an instance of the error class `cls`.
+-- @function is
+-- @param err any error value
+-- @tparam table cls one of the classes below, e.g. `tether.Cancelled`
+-- @treturn boolean
+-- @usage
+-- local ok, err = pcall(tether.sleep, 1)
+-- if not ok and tether.is(err, tether.Cancelled) then error(err, 0) end
+
+--- The task is cancelled: raised by checkpoints, caught by the scope that was
+-- cancelled. The message is the cause: the `cancel(reason)` text, or a
+-- description such as `"cancelled"`, `"deadline exceeded"`, `"cancelled because
+-- a task in the group raised an error"` or `"interrupted by SIGINT"`.
+-- Swallowing one does not help for long: the next checkpoint raises it again
+-- (see `tether.pcall`).
+-- @table Cancelled
+-- @field message
+
+--- Ctrl+C (SIGINT) ended the run: `tether.run` raises it once every task has
+-- finished. Message: `"interrupted by Ctrl+C (SIGINT)"`.
+-- @table Interrupted
+-- @field message
+
+--- A `fail_after`/`fail_at` deadline expired. Message: `opts.reason`, or
+-- `"deadline exceeded"`.
+-- @table TimeoutError
+-- @field message
+
+--- The errors of a task group, in the order they happened. `tostring` shows
+-- each error with its task and traceback.
+-- @table ErrorGroup
+-- @field message `"N error(s) raised in a task group"`
+-- @field errors the original error values (strings stay strings)
+-- @field tracebacks one per error, captured where it was raised
+-- @field tasks the names of the tasks that raised them
+
+--- A `*_nowait` call could not proceed without blocking.
+-- @table WouldBlock
+-- @field message
+
+--- Every send end of a stream is closed and everything was received.
+-- @table EndOfStream
+-- @field message
+
+--- The object was closed by this side (a stream handle, a signal receiver).
+-- @table ClosedResourceError
+-- @field message
+
+--- The other side is gone: every receive end of the stream is closed.
+-- @table BrokenResourceError
+-- @field message
+
+--- Another task is already reading this signal receiver.
+-- @table BusyResourceError
+-- @field message
+
+--- Task group: the `tg` passed to the body of `tether.task_group`.
+-- @type TaskGroup
+
+--- The group's `CancelScope`. Cancelling it cancels the body and every child,
+-- and the group then exits quietly.
+-- @field cancel_scope
+
+--- Starts `fn(...)` as a child task. It first runs after the caller's next
+-- schedule point; children start in FIFO order. Not a checkpoint. Starting a
+-- task in a cancelled group is allowed (it runs until its first checkpoint).
+-- @function TaskGroup:start_soon
+-- @tparam[opt] string name the task's name (default: `"source:line"` of `fn`)
+-- @tparam function fn the task function (a callable table is accepted)
+-- @param ... arguments for `fn`
+-- @raise `tg:start_soon: this task group has exited; ...`; `tg:start_soon:
+-- expected a task name or function to run, got ...`
+
+--- Starts `fn(task_status, ...)` as a child and blocks until it calls
+-- `task_status:started(value)`. Until then the child runs in the caller's
+-- scopes; afterwards it belongs to the group. A checkpoint.
+-- @function TaskGroup:start
+-- @tparam[opt] string name
+-- @tparam function fn called as `fn(task_status, ...)`
+-- @param ...
+-- @return the value passed to `task_status:started`
+-- @raise the child's error if it raised before `started`, unwrapped (the group
+-- is not affected); `tg:start: the task returned without calling
+-- task_status:started()`; `Cancelled`
+
+--- What `TaskGroup:start` passes to its task as first argument.
+-- @type TaskStatus
+
+--- Tells the starter that the task is ready: `tg:start` returns `value`.
+-- @function TaskStatus:started
+-- @param[opt] value
+-- @raise `task_status:started: called twice for the same task`
+
+--- A cancel scope, made by `tether.CancelScope`, `move_on_after`,
+-- `move_on_at`, `fail_after` or `fail_at`.
+-- @type CancelScope
+
+--- Absolute deadline, read/write; `math.huge` = none. Moving it takes effect
+-- at once (into the past: cancels now). NaN or nil raises.
+-- @field deadline
+
+--- Read/write boolean: shields the inside from cancellation outside the scope
+-- (not from its own `cancel` or deadline).
+-- @field shield
+
+--- True once the scope was cancelled, explicitly or by its deadline (a passed
+-- deadline counts even before the timer fired). Read-only.
+-- @field cancel_called
+
+--- True if the scope caught a `Cancelled` when it exited. Read-only.
+-- @field cancelled_caught
+
+--- Enters the scope in the current task, calls `fn(...)` and exits. Entering is
+-- not a checkpoint. A scope runs once.
+-- @function CancelScope:run
+-- @tparam function fn
+-- @param ... arguments for `fn`
+-- @return the results of `fn`, or nothing if the scope caught its
+-- cancellation
+-- @raise `TimeoutError` (`fail_after`/`fail_at` scopes whose deadline expired);
+-- any error of `fn`, unchanged; `scope:run: this CancelScope was already used
+-- and exited; a scope runs once, create a new one for each block`
+
+--- Cancels the scope: every checkpoint inside raises `Cancelled` until the
+-- task leaves it, and blocked tasks inside wake at once. Idempotent; allowed
+-- from any task, before entry and after exit. Not a checkpoint.
+-- @function CancelScope:cancel
+-- @tparam[opt] string reason the `Cancelled` message (the first cause wins)
+
+--- A signal receiver, from `tether.open_signal_receiver`. Pending signals
+-- form an ordered set: a repeat of a pending signal adds to its count and keeps
+-- its place. A to-be-closed value; calling it (as a `for` loop does) is
+-- `receive`.
+-- @type SignalReceiver
+
+--- Waits for the next signal. A checkpoint, even when a signal is pending; a
+-- cancelled read consumes nothing.
+-- @function SignalReceiver:receive
+-- @treturn integer the signal number
+-- @treturn integer how many deliveries of it were coalesced into this read
+-- @raise `ClosedResourceError` (closed, also while waiting);
+-- `BusyResourceError` (another task is reading); `Cancelled`
+
+--- Closes the receiver; idempotent, not a checkpoint. A task blocked in
+-- `receive` gets `ClosedResourceError`.
+-- @function SignalReceiver:close
+
+--- A one-shot event, from `tether.Event`.
+-- @type Event
+
+--- Sets the event and wakes every waiter. Idempotent; not a checkpoint.
+-- @function Event:set
+
+--- Whether the event is set.
+-- @function Event:is_set
+-- @treturn boolean
+
+--- Waits until the event is set. A checkpoint, also when it is set already.
+-- @function Event:wait
+-- @raise `Cancelled`
+
+--- The send end of a memory object stream. A to-be-closed value; it is also
+-- closed when collected.
+-- @type MemoryObjectSendStream
+
+--- Sends `item`, waiting (FIFO) until a receiver or the buffer takes it. A
+-- checkpoint; a cancelled send sent nothing.
+-- @function MemoryObjectSendStream:send
+-- @param item any value but nil
+-- @raise `BrokenResourceError` (every receive end is closed);
+-- `ClosedResourceError` (this handle is closed); `Cancelled`;
+-- `send:send: cannot send nil (nil ends iteration)`
+
+--- Sends `item` if a receiver is waiting or the buffer has room. Not a
+-- checkpoint.
+-- @function MemoryObjectSendStream:send_nowait
+-- @param item any value but nil
+-- @raise `WouldBlock`; `BrokenResourceError`; `ClosedResourceError`
+
+--- A new handle on the send end; the end stays open until every clone is
+-- closed.
+-- @function MemoryObjectSendStream:clone
+-- @treturn MemoryObjectSendStream
+
+--- Closes this handle; idempotent, not a checkpoint. Senders blocked through it
+-- get `ClosedResourceError`; when the last send handle closes, receivers get
+-- the end of the stream once the buffer is drained.
+-- @function MemoryObjectSendStream:close
+
+--- The stream's counters (the same from both ends).
+-- @function MemoryObjectSendStream:statistics
+-- @treturn table `current_buffer_used`, `max_buffer_size`,
+-- `open_send_streams`, `open_receive_streams`, `tasks_waiting_send`,
+-- `tasks_waiting_receive`
+
+--- The receive end of a memory object stream. A to-be-closed value; it is also
+-- closed when collected. Calling it (as `for item in receive do` does) is
+-- `receive`, except that the end of the stream ends the loop instead of
+-- raising.
+-- @type MemoryObjectReceiveStream
+
+--- The next item, waiting (FIFO) for one. A checkpoint; a cancelled receive
+-- consumed nothing.
+-- @function MemoryObjectReceiveStream:receive
+-- @return the item
+-- @raise `EndOfStream` (every send end is closed and the buffer is empty);
+-- `ClosedResourceError`; `Cancelled`
+
+--- The next item if one is ready. Not a checkpoint.
+-- @function MemoryObjectReceiveStream:receive_nowait
+-- @return the item
+-- @raise `WouldBlock`; `EndOfStream`; `ClosedResourceError`
+
+--- A new handle on the receive end.
+-- @function MemoryObjectReceiveStream:clone
+-- @treturn MemoryObjectReceiveStream
+
+--- Closes this handle; idempotent, not a checkpoint. Receivers blocked through
+-- it get `ClosedResourceError`; when the last receive handle closes, senders
+-- get `BrokenResourceError`.
+-- @function MemoryObjectReceiveStream:close
+
+--- The stream's counters, as `MemoryObjectSendStream:statistics`.
+-- @function MemoryObjectReceiveStream:statistics
+-- @treturn table
