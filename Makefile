@@ -124,7 +124,7 @@ LUACHECK_DIRS = $(wildcard lua spec examples bench)
 FORMAT_SRCS   = $(wildcard csrc/*.c csrc/*.h examples/embed/*.c examples/embed/*.h)
 
 .DEFAULT_GOAL := all
-.PHONY: all module staticlib pc deps test check asan asan-test valgrind soak demo bench \
+.PHONY: all module staticlib pc deps test check asan asan-test valgrind soak demo bench docs \
         luacheck lint format install uninstall rock rockspec-sources clean help FORCE
 .DELETE_ON_ERROR:
 
@@ -256,6 +256,18 @@ soak: all
 	echo "== soak: STRESS_SEED=$$seed STRESS_N=$$n (repeat: make soak STRESS_SEED=$$seed STRESS_N=$$n)"; \
 	$(call test_env,$(BUILDDIR)) STRESS_SEED=$$seed STRESS_N=$$n \
 	$(call timed,$(call busted_cmd,$(BUILDDIR)) --exclude-tags=known_bug spec/stress_spec.lua,make soak)
+
+# ---- docs: the API reference (LDoc, config.ld) into build/docs ----------------------
+# Debian's lua-ldoc needs lua-markdown for format = "markdown"; without it LDoc
+# silently falls back to plain text, which this target refuses.
+
+docs:
+	@command -v ldoc >/dev/null 2>&1 || { echo "make docs: apt-get install lua-ldoc lua-markdown" >&2; exit 1; }
+	rm -rf build/docs
+	@out=$$(ldoc --fatalwarnings . 2>&1); status=$$?; printf '%s\n' "$$out"; \
+	if printf '%s\n' "$$out" | grep -q 'falling back to text'; then \
+	  echo "make docs: LDoc found no Markdown module; apt-get install lua-markdown" >&2; exit 1; fi; \
+	exit $$status
 
 # ---- demo, bench ----------------------------------------------------------------------
 

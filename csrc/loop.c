@@ -352,8 +352,15 @@ int tether__run (lua_State *L) {
                                "and every task was cancelled",
                                c->watchdog_seconds);
   if (c->interrupted) {
+    /* An error other than Cancelled that ended the main task (raised during
+       cleanup, say) is kept in the Interrupted as 'error'. */
+    int keep = !lua_toboolean(L, 1) && !tether__is_class(L, 2, "Cancelled");
     lua_pushliteral(L, "interrupted by Ctrl+C (SIGINT)");
     tether__new_error(L, "Interrupted");
+    if (keep) {
+      lua_pushvalue(L, 2);
+      lua_setfield(L, -2, "error");
+    }
     return lua_error(L);
   }
   if (!lua_toboolean(L, 1))

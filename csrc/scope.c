@@ -410,11 +410,13 @@ static int scope_cancel (lua_State *L) {
 }
 
 static void set_deadline (lua_State *L, struct scope *s) {
-  double d = opt_time(L, 3, "scope.deadline", "deadline", 0);
-  if (lua_isnil(L, 3))
+  double d;
+  if (lua_type(L, 3) != LUA_TNUMBER)
     tether__fname_error(L, "scope.deadline",
                         "deadline must be a number (math.huge for none), "
-                        "got nil");
+                        "got %s",
+                        luaL_typename(L, 3));
+  d = opt_time(L, 3, "scope.deadline", "deadline", 0);
   s->deadline = d;
   s->relative = 0;
   if (s->state != SCOPE_ACTIVE || s->cancel_called)
