@@ -155,6 +155,44 @@ static void interrupt (struct ctx *c) {
   }
 }
 
+/*
+** The runner's SIGINT handler sits in front of libuv's. The first Ctrl+C
+** goes to libuv (the loop sees it when it polls); a second one that comes
+** before the loop saw the first, because a task never reaches a checkpoint,
+** ends the process by SIGINT's default action right there.
+*/
+static struct sigaction libuv_sigint;      /* libuv's handler we forward to */
+static volatile sig_atomic_t sigint_armed; /* the runner alone takes SIGINT */
+static volatile sig_atomic_t
+    sigint_unseen; /* deliveries the loop has not seen */
+
+static void on_sigint (int signum) {
+  if (sigint_armed && sigint_unseen++ > 0) {
+    signal(SIGINT, SIG_DFL);
+    raise(SIGINT);
+    return;
+  }
+  libuv_sigint.sa_handler(signum);
+}
+
+/* Puts on_sigint in front of the handler libuv installed for SIGINT. */
+static void wrap_sigint (void) {
+  struct sigaction sa;
+  sigaction(SIGINT, NULL, &libuv_sigint);
+  if (libuv_sigint.sa_flags & SA_SIGINFO ||
+      libuv_sigint.sa_handler == SIG_DFL || libuv_sigint.sa_handler == SIG_IGN)
+    return; /* not libuv's plain handler: leave it alone */
+  sa = libuv_sigint;
+  sa.sa_handler = on_sigint;
+  sigaction(SIGINT, &sa, NULL);
+}
+
+/* Arms the second-Ctrl+C escape while the runner alone takes SIGINT. */
+static void update_sigint (struct sigwatch *w) {
+  if (w->signum == SIGINT)
+    sigint_armed = w->runner && queue_empty(&w->receivers);
+}
+
 static void free_watch (uv_handle_t *h) {
   free(h->data);
 }
@@ -163,8 +201,10 @@ static void on_signal (uv_signal_t *h, int signum) {
   struct sigwatch *w = h->data;
   struct queue *q;
   if (queue_empty(&w->receivers)) {
-    if (w->runner)
+    if (w->runner) {
+      sigint_unseen = 0;
       interrupt(w->ctx);
+    }
     return;
   }
   for (q = w->receivers.next; q != &w->receivers; q = q->next)
@@ -235,8 +275,12 @@ void tether__signals_start (struct ctx *c) {
   if (current.sa_handler == SIG_IGN)
     return;
   w = watch(c, SIGINT, &err);
-  if (w != NULL)
-    w->runner = 1;
+  if (w == NULL)
+    return;
+  w->runner = 1;
+  sigint_unseen = 0;
+  update_sigint(w);
+  wrap_sigint();
 }
 
 static void detach (struct receiver *r);
@@ -247,8 +291,10 @@ static void detach (struct receiver *r);
 void tether__signals_stop (struct ctx *c) {
   struct sigwatch *w;
   int signum;
-  if ((w = c->sigwatch[SIGINT]) != NULL)
+  if ((w = c->sigwatch[SIGINT]) != NULL) {
     w->runner = 0;
+    update_sigint(w);
+  }
   for (signum = 1; signum < TETHER_NSIG; signum++) {
     while ((w = c->sigwatch[signum]) != NULL && !queue_empty(&w->receivers))
       detach(queue_data(queue_head(&w->receivers), struct rlink, node)->r);
@@ -395,6 +441,7 @@ static void detach (struct receiver *r) {
     if (queue_empty(&l->node))
       continue; /* detached when the loop ended */
     queue_remove(&l->node);
+    update_sigint(w);
     if (!queue_empty(&w->receivers))
       continue; /* other receivers got their own copy */
     if (w->runner && unread)
@@ -436,6 +483,7 @@ static int core_open_signal_receiver (lua_State *L) {
     r->links[i].r = r;
     r->links[i].signum = signums[i];
     queue_insert_tail(&w->receivers, &r->links[i].node);
+    update_sigint(w);
     r->nlinks = i + 1;
   }
   if (err < 0) {
