@@ -170,4 +170,63 @@ function helper.run_script(code)
   return output, status, how
 end
 
+-- {======================================================================
+-- Shared by the specs: event logs and outcomes of calls
+-- =======================================================================
+
+--- An event list and a function that appends to it.
+function helper.recorder()
+  local events = {}
+  return events, function(event) events[#events + 1] = event end
+end
+
+local ERROR_CLASSES = {
+  "Cancelled", "Interrupted", "TimeoutError", "ErrorGroup", "WouldBlock", "EndOfStream",
+  "ClosedResourceError", "BrokenResourceError", "BusyResourceError",
+}
+
+--- A short name for an error value, for event logs: its tether class, or the text.
+function helper.kind(err)
+  local tether = require "tether"
+  for _, name in ipairs(ERROR_CLASSES) do
+    if tether.is(err, tether[name]) then return name end
+  end
+  return "other error: " .. tostring(err)
+end
+
+--- Calls fn(...) under pcall; returns "returned" or the kind of error it raised.
+function helper.outcome(fn, ...)
+  local ok, err = pcall(fn, ...)
+  if ok then return "returned" end
+  return helper.kind(err)
+end
+
+--- Asserts that fn(...) raises a misuse error (a string) whose message matches pattern.
+function helper.misuse(pattern, fn, ...)
+  local luassert = require "luassert"
+  local err = helper.error_of(fn, ...)
+  luassert.is_string(err)
+  luassert.matches(pattern, err)
+end
+
+--- Asserts that fn(...) raises an instance of tether[class_name].
+function helper.raises(class_name, fn, ...)
+  local err = helper.error_of(fn, ...)
+  require("luassert").equal(class_name, helper.kind(err))
+end
+
+--- Runs fn() in a cancel scope that is already cancelled; returns fn's outcome.
+function helper.outcome_when_cancelled(fn)
+  local tether = require "tether"
+  local scope = tether.CancelScope{}
+  local result
+  scope:run(function()
+    scope:cancel()
+    result = helper.outcome(fn)
+  end)
+  return result
+end
+
+-- }======================================================================
+
 return helper

@@ -3,31 +3,12 @@
 -- Contract: API.md §4 and SEMANTICS.md §1-§2 (CONTRACT lines). Timeouts: timeout_spec.lua.
 local tether = require "tether"
 local helper = require "spec.helper"
-
--- An event list and a function that appends to it.
-local function recorder()
-  local events = {}
-  return events, function(event) events[#events + 1] = event end
-end
+local recorder, kind, outcome, misuse =
+  helper.recorder, helper.kind, helper.outcome, helper.misuse
 
 -- A to-be-closed value that calls fn(err) when it is closed.
 local function closer(fn)
   return setmetatable({}, { __close = function(_, err) fn(err) end })
-end
-
--- A short name for an error value, for event logs.
-local function kind(err)
-  if tether.is(err, tether.Cancelled) then return "Cancelled" end
-  if tether.is(err, tether.TimeoutError) then return "TimeoutError" end
-  if tether.is(err, tether.ErrorGroup) then return "ErrorGroup" end
-  return "other error: " .. tostring(err)
-end
-
--- Calls fn(...) under pcall; returns "returned" or the kind of error it raised.
-local function outcome(fn, ...)
-  local ok, err = pcall(fn, ...)
-  if ok then return "returned" end
-  return kind(err)
 end
 
 -- Calls fn(...), records its outcome, and re-raises its error so that scopes still see it.
@@ -35,13 +16,6 @@ local function observe(record, fn, ...)
   local ok, err = pcall(fn, ...)
   record(ok and "returned" or kind(err))
   if not ok then error(err, 0) end
-end
-
--- Asserts that fn(...) raises a misuse error whose message matches pattern.
-local function misuse(pattern, fn, ...)
-  local err = helper.error_of(fn, ...)
-  assert.is_string(err)
-  assert.matches(pattern, err)
 end
 
 local function busy_wait_until(t)

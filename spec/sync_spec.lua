@@ -5,56 +5,8 @@
 -- Contract: API.md §6 and SEMANTICS.md §1.6-1.8, §6.1-6.5. Streams: stream_spec.lua.
 local tether = require "tether"
 local helper = require "spec.helper"
-
--- An event list and a function that appends to it.
-local function recorder()
-  local events = {}
-  return events, function(event) events[#events + 1] = event end
-end
-
-local ERROR_CLASSES = {
-  "Cancelled", "Interrupted", "TimeoutError", "ErrorGroup", "WouldBlock", "EndOfStream",
-  "ClosedResourceError", "BrokenResourceError", "BusyResourceError",
-}
-
--- A short name for an error value, for event logs.
-local function kind(err)
-  for _, name in ipairs(ERROR_CLASSES) do
-    if tether.is(err, tether[name]) then return name end
-  end
-  return "other error: " .. tostring(err)
-end
-
--- Calls fn(...) under pcall; returns "returned" or the kind of error it raised.
-local function outcome(fn, ...)
-  local ok, err = pcall(fn, ...)
-  if ok then return "returned" end
-  return kind(err)
-end
-
--- Asserts that fn(...) raises a misuse error (a string) whose message matches pattern.
-local function misuse(pattern, fn, ...)
-  local err = helper.error_of(fn, ...)
-  assert.is_string(err)
-  assert.matches(pattern, err)
-end
-
--- Asserts that fn(...) raises an instance of tether[class_name].
-local function raises(class_name, fn, ...)
-  local err = helper.error_of(fn, ...)
-  assert.equal(class_name, kind(err))
-end
-
--- Runs fn() in a cancel scope that is already cancelled; returns fn's outcome.
-local function outcome_when_cancelled(fn)
-  local scope = tether.CancelScope{}
-  local result
-  scope:run(function()
-    scope:cancel()
-    result = outcome(fn)
-  end)
-  return result
-end
+local recorder, outcome, misuse = helper.recorder, helper.outcome, helper.misuse
+local raises, outcome_when_cancelled = helper.raises, helper.outcome_when_cancelled
 
 -- Runs fn() while a task started just before waits to run; returns the order of the two.
 -- { "other task", "call returned" } means fn yielded before it returned.
