@@ -100,7 +100,11 @@ void tether__task_finished (lua_State *L, struct task *t, int ok) {
   }
   if (g == NULL)
     return; /* the main task: tether.run takes its outcome */
-  if (!ok && !tether__is_class(t->L, -1, "Cancelled")) {
+  /* A Cancelled is the group's business only while the group is cancelled;
+     a stale one (caught earlier, raised again outside its scope) is a plain
+     error of the child. */
+  if (!ok &&
+      !(t->scope->effective && tether__is_class(t->L, -1, "Cancelled"))) {
     lua_pushvalue(t->L, -1);
     lua_xmove(t->L, L, 1);
     record_error(L, g, t);

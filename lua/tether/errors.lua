@@ -47,8 +47,14 @@ class "BusyResourceError"
 
 local ErrorGroup = class "ErrorGroup"
 
+-- tostring that cannot fail: an error value's own __tostring may raise.
+local function describe_value(value)
+  local ok, text = pcall(tostring, value)
+  return ok and text or ("<%s whose __tostring raised>"):format(type(value))
+end
+
 local function indent(text)
-  return (tostring(text):gsub("\n", "\n    "))
+  return (describe_value(text):gsub("\n", "\n    "))
 end
 
 --- An ErrorGroup prints every error with the task that raised it and the
@@ -57,7 +63,7 @@ ErrorGroup.__tostring = function(group)
   local lines = { "tether.ErrorGroup: " .. tostring(group.message) }
   for i = 1, #group.tasks do -- errors may hold nil: tasks has no holes
     lines[#lines + 1] = string.format("  [%d] in task %s: %s", i,
-      tostring(group.tasks[i]), indent(tostring(group.errors[i])))
+      tostring(group.tasks[i]), indent(group.errors[i]))
     if group.tracebacks[i] then
       lines[#lines + 1] = "    " .. indent(group.tracebacks[i])
     end
