@@ -241,11 +241,11 @@ valgrind: module
 check: deps
 	@$(MAKE) --no-print-directory all asan
 	@failed=; \
-	$(MAKE) --no-print-directory luacheck || failed="$$failed luacheck"; \
+	$(MAKE) --no-print-directory lint || failed="$$failed lint"; \
 	$(MAKE) --no-print-directory asan-test || failed="$$failed ASan+UBSan"; \
 	$(MAKE) --no-print-directory valgrind || failed="$$failed valgrind"; \
 	if [ -n "$$failed" ]; then echo "make check: FAILED:$$failed" >&2; exit 1; fi; \
-	echo "make check: all clean (luacheck, ASan+UBSan, valgrind)"
+	echo "make check: all clean (lint: luacheck, luarocks lint, clang-format; ASan+UBSan; valgrind)"
 
 # The randomized stress spec at length: STRESS_N programs (default 28000, 20 times the
 # spec's default) from a random seed, printed first; STRESS_SEED=<n> repeats a soak.

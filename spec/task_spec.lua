@@ -531,3 +531,35 @@ describe("<close> variables in tasks", function()
     assert.same({ "closed with main failed" }, log)
   end)
 end)
+
+describe("a million tasks", function()
+  -- About 1.5 GB and several seconds natively; far too slow under ASan or
+  -- valgrind (time scale > 1), where the 100 000-task tests above stand in.
+  local run_it = helper.time_scale == 1 and it or pending
+
+  run_it("block at once, then wake by their deadlines, and leave nothing behind #scale",
+    function()
+      local N = 1000000
+      local woken, early = 0, 0
+      local go, base = tether.Event(), nil
+      helper.run_within(120, function()
+        tether.task_group(function(tg)
+          for i = 1, N do
+            tg:start_soon(function()
+              go:wait()
+              local deadline = base + (i % 1000) * 1e-4
+              tether.sleep_until(deadline)
+              woken = woken + 1
+              if tether.current_time() < deadline then early = early + 1 end
+            end)
+          end
+          tether.wait_all_tasks_blocked()
+          assert.equal(N + 1, #tether.get_running_tasks())
+          base = tether.current_time() + 0.2
+          go:set()
+        end)
+      end)
+      assert.equal(N, woken)
+      assert.equal(0, early) -- no task woke before its deadline
+    end)
+end)
