@@ -53,31 +53,14 @@ static int waiter_abort (struct task *t) {
   return 1;
 }
 
-static int woken_k (lua_State *L, int status, lua_KContext k) {
-  struct task *t = CTX(L)->current;
-  (void)status;
-  (void)k;
-  tether__check_wake(L, t);
-  return 0;
-}
-
-static int set_k (lua_State *L, int status, lua_KContext k) {
-  struct task *t = CTX(L)->current;
-  (void)status;
-  (void)k;
-  if (t->scope->effective)
-    return tether__raise_cancelled(L, t);
-  return 0;
-}
-
 /* event:wait(): blocks until set; a checkpoint even when it already is */
 static int event_wait (lua_State *L) {
   struct event *e = check_event(L, "event:wait");
   struct task *t = tether__check_task(L, CTX(L), "event:wait");
   if (e->set)
-    return tether__reschedule(L, t, 0, set_k);
+    return tether__reschedule(L, t, 0, tether__checkpoint_k);
   queue_insert_tail(&e->waiters, &t->node);
-  return tether__park(L, t, waiter_abort, 0, woken_k);
+  return tether__park(L, t, waiter_abort, lua_gettop(L), tether__woken_k);
 }
 
 static int event__tostring (lua_State *L) {

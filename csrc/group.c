@@ -301,13 +301,6 @@ static int start_abort (struct task *t) {
   return 0;
 }
 
-static int start_k (lua_State *L, int status, lua_KContext base) {
-  struct task *t = CTX(L)->current;
-  (void)status;
-  tether__check_wake(L, t);
-  return lua_gettop(L) - (int)base;
-}
-
 /* tg:start([name,] fn, ...): runs fn(task_status, ...) until it calls
    task_status:started(value); returns value. */
 static int group_start (lua_State *L) {
@@ -332,7 +325,7 @@ static int group_start (lua_State *L) {
   child->starter = t;
   g->pending_starts++;
   base = lua_gettop(L);
-  return tether__park(L, t, start_abort, base, start_k);
+  return tether__park(L, t, start_abort, base, tether__woken_k);
 }
 
 /* task_status:started([value]) */

@@ -304,6 +304,12 @@ TETHER__HIDDEN int tether__reschedule (lua_State *L, struct task *t,
 TETHER__HIDDEN void tether__wake (struct task *t, enum wake_status how);
 TETHER__HIDDEN void tether__abort (struct task *t);
 TETHER__HIDDEN void tether__check_wake (lua_State *L, struct task *t);
+TETHER__HIDDEN int tether__checkpoint_k (lua_State *L, int status,
+                                         lua_KContext k);
+TETHER__HIDDEN int tether__scheduled_k (lua_State *L, int status,
+                                        lua_KContext k);
+TETHER__HIDDEN int tether__woken_k (lua_State *L, int status,
+                                    lua_KContext base);
 TETHER__HIDDEN int tether__msgh (lua_State *L);
 TETHER__HIDDEN void tether__reraise (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__push_name (lua_State *L, struct task *t);

@@ -46,12 +46,6 @@ static int lot_abort (struct task *t) {
   return 1;
 }
 
-static int park_k (lua_State *L, int status, lua_KContext base) {
-  (void)status;
-  tether__check_wake(L, CTX(L)->current);
-  return lua_gettop(L) - (int)base;
-}
-
 /*
 ** lot:park([fname [, payload]]) -> the values given to unpark; raises
 ** Cancelled if cancelled first. 'fname' names the public function in errors;
@@ -66,7 +60,7 @@ static int lot_park (lua_State *L) {
   queue_insert_tail(&lot->waiters, &t->node);
   lot->nwaiters++;
   t->wait_data = lot;
-  return tether__park(L, t, lot_abort, PAYLOAD, park_k);
+  return tether__park(L, t, lot_abort, PAYLOAD, tether__woken_k);
 }
 
 /* Wakes the longest-parked task, handing it the values at 'first'..top. */

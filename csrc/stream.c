@@ -144,24 +144,19 @@ static int sender_abort (struct task *t) {
   return 1;
 }
 
-static int parked_k (lua_State *L, int status, lua_KContext base) {
-  (void)status;
-  tether__check_wake(L, CTX(L)->current);
-  return lua_gettop(L) - (int)base;
-}
+static int send_send (lua_State *L);
+static int receive (lua_State *L, int iterating);
 
-static int scheduled_k (lua_State *L, int status, lua_KContext k) {
-  (void)L;
-  (void)status;
-  (void)k;
-  return 0;
-}
-
-/* Yields, then raises Cancelled: a blocking call made while cancelled. */
+/*
+** A send or receive started while cancelled yields first (a checkpoint);
+** if the task is still cancelled then, it raises, else the call starts over
+** (a shield may have been raised meanwhile). 'k' tells which call it was.
+*/
 static int cancelled_k (lua_State *L, int status, lua_KContext k) {
   (void)status;
-  (void)k;
-  return tether__raise_cancelled(L, CTX(L)->current);
+  if (CTX(L)->current->scope->effective)
+    return tether__raise_cancelled(L, CTX(L)->current);
+  return k < 0 ? send_send(L) : receive(L, (int)k);
 }
 
 /* send:send(item): waits (FIFO) until a receiver or the buffer takes it */
@@ -173,15 +168,15 @@ static int send_send (lua_State *L) {
   t = tether__check_task(L, CTX(L), fname);
   lua_settop(L, SLOT_ITEM);
   if (t->scope->effective)
-    return tether__reschedule(L, t, 0, cancelled_k);
+    return tether__reschedule(L, t, -1, cancelled_k);
   if (try_send(L, h->s, SLOT_ITEM, fname))
-    return tether__reschedule(L, t, 0, scheduled_k);
+    return tether__reschedule(L, t, 0, tether__scheduled_k);
   if (!lua_checkstack(L, 2))
     return luaL_error(L, "not enough memory");
   queue_insert_tail(&h->s->senders, &t->node);
   h->s->nsenders++;
   t->wait_data = h;
-  return tether__park(L, t, sender_abort, SLOT_ITEM, parked_k);
+  return tether__park(L, t, sender_abort, SLOT_ITEM, tether__woken_k);
 }
 
 /* }==================================================================== */
@@ -274,13 +269,13 @@ static int receive (lua_State *L, int iterating) {
   struct task *t = tether__check_task(L, CTX(L), fname);
   lua_settop(L, SLOT_HANDLE);
   if (t->scope->effective)
-    return tether__reschedule(L, t, 0, cancelled_k);
+    return tether__reschedule(L, t, iterating, cancelled_k);
   switch (try_receive(L, h->s)) {
     case 1:
       return tether__reschedule(L, t, 0, received_k);
     case -1:
       if (iterating)
-        return tether__reschedule(L, t, 0, scheduled_k);
+        return tether__reschedule(L, t, 0, tether__scheduled_k);
       return raise_error(L, "EndOfStream", fname, "every send end is closed");
   }
   if (!lua_checkstack(L, 2))

@@ -479,7 +479,8 @@ void tether__check_wake (lua_State *L, struct task *t) {
 ** Checkpoints and sleeping
 ** ===================================================================== */
 
-static int checkpoint_k (lua_State *L, int status, lua_KContext k) {
+/* Continuation of a checkpoint: raises Cancelled if cancelled by now. */
+int tether__checkpoint_k (lua_State *L, int status, lua_KContext k) {
   struct task *t = CTX(L)->current;
   (void)status;
   (void)k;
@@ -488,7 +489,8 @@ static int checkpoint_k (lua_State *L, int status, lua_KContext k) {
   return 0;
 }
 
-static int shielded_k (lua_State *L, int status, lua_KContext k) {
+/* Continuation of a schedule point that is not a cancel point. */
+int tether__scheduled_k (lua_State *L, int status, lua_KContext k) {
   (void)L;
   (void)status;
   (void)k;
@@ -496,7 +498,7 @@ static int shielded_k (lua_State *L, int status, lua_KContext k) {
 }
 
 /* Continuation of a plain park: raise, or return the values left for us. */
-static int woken_k (lua_State *L, int status, lua_KContext base) {
+int tether__woken_k (lua_State *L, int status, lua_KContext base) {
   struct task *t = CTX(L)->current;
   (void)status;
   tether__check_wake(L, t);
@@ -505,7 +507,7 @@ static int woken_k (lua_State *L, int status, lua_KContext base) {
 
 int core_checkpoint (lua_State *L) {
   struct task *t = tether__check_task(L, CTX(L), "tether.checkpoint");
-  return tether__reschedule(L, t, 0, checkpoint_k);
+  return tether__reschedule(L, t, 0, tether__checkpoint_k);
 }
 
 int core_checkpoint_if_cancelled (lua_State *L) {
@@ -513,13 +515,13 @@ int core_checkpoint_if_cancelled (lua_State *L) {
       tether__check_task(L, CTX(L), "tether.checkpoint_if_cancelled");
   if (!t->scope->effective)
     return 0;
-  return tether__reschedule(L, t, 0, checkpoint_k);
+  return tether__reschedule(L, t, 0, tether__checkpoint_k);
 }
 
 int core_cancel_shielded_checkpoint (lua_State *L) {
   struct task *t =
       tether__check_task(L, CTX(L), "tether.cancel_shielded_checkpoint");
-  return tether__reschedule(L, t, 0, shielded_k);
+  return tether__reschedule(L, t, 0, tether__scheduled_k);
 }
 
 /*
@@ -529,19 +531,19 @@ int core_cancel_shielded_checkpoint (lua_State *L) {
 */
 int core_checkpoint_as (lua_State *L) {
   struct task *t = tether__check_task(L, CTX(L), luaL_checkstring(L, 1));
-  return tether__reschedule(L, t, 0, checkpoint_k);
+  return tether__reschedule(L, t, 0, tether__checkpoint_k);
 }
 
 int core_checkpoint_if_cancelled_as (lua_State *L) {
   struct task *t = tether__check_task(L, CTX(L), luaL_checkstring(L, 1));
   if (!t->scope->effective)
     return 0;
-  return tether__reschedule(L, t, 0, checkpoint_k);
+  return tether__reschedule(L, t, 0, tether__checkpoint_k);
 }
 
 int core_cancel_shielded_checkpoint_as (lua_State *L) {
   struct task *t = tether__check_task(L, CTX(L), luaL_checkstring(L, 1));
-  return tether__reschedule(L, t, 0, shielded_k);
+  return tether__reschedule(L, t, 0, tether__scheduled_k);
 }
 
 static int sleep_abort (struct task *t) {
@@ -557,12 +559,12 @@ static int forever_abort (struct task *t) {
 /* Blocks the running task until 'deadline' (a checkpoint if it passed). */
 static int sleep_until (lua_State *L, struct task *t, double deadline) {
   if (deadline <= tether__now())
-    return tether__reschedule(L, t, 0, checkpoint_k);
+    return tether__reschedule(L, t, 0, tether__checkpoint_k);
   if (deadline == HUGE_VAL)
-    return tether__park(L, t, forever_abort, lua_gettop(L), woken_k);
+    return tether__park(L, t, forever_abort, lua_gettop(L), tether__woken_k);
   if (tether__add_deadline(t->ctx, &t->sleep, deadline) < 0)
     return luaL_error(L, "not enough memory");
-  return tether__park(L, t, sleep_abort, lua_gettop(L), woken_k);
+  return tether__park(L, t, sleep_abort, lua_gettop(L), tether__woken_k);
 }
 
 static double check_time (lua_State *L, const char *fname, const char *what,
@@ -585,7 +587,7 @@ int core_sleep (lua_State *L) {
   double delay = check_time(L, "tether.sleep", "delay", 1);
   struct task *t = tether__check_task(L, c, "tether.sleep");
   if (delay == 0)
-    return tether__reschedule(L, t, 0, checkpoint_k);
+    return tether__reschedule(L, t, 0, tether__checkpoint_k);
   return sleep_until(L, t, tether__now() + delay);
 }
 
@@ -656,7 +658,7 @@ int core_wait_all_tasks_blocked (lua_State *L) {
   struct ctx *c = CTX(L);
   struct task *t = tether__check_task(L, c, "tether.wait_all_tasks_blocked");
   queue_insert_tail(&c->blocked_waiters, &t->node);
-  return tether__park(L, t, blocked_abort, lua_gettop(L), woken_k);
+  return tether__park(L, t, blocked_abort, lua_gettop(L), tether__woken_k);
 }
 
 /* }==================================================================== */
