@@ -94,7 +94,7 @@ struct task {
   lua_State *L;            /* the task's coroutine */
   struct ctx *ctx;
   struct scope *scope;      /* innermost cancel scope */
-  struct group *group;      /* group it is a child of (NULL: main task) */
+  struct group *group;      /* its group (NULL: main task, tether_spawn) */
   struct task *starter;     /* tg:start caller until started() moves it */
   tether_abort_fn abort;    /* set while parked */
   struct tether_done *done; /* started by tether_spawn: report to the host */
@@ -102,7 +102,7 @@ struct task {
   lua_Integer id;
   lua_Integer parent_id; /* 0 for the main task */
   uint64_t gen;          /* new for every spawn; guards stale TaskStatus */
-  int slot;              /* index of its anchors in ctx's anchor table */
+  int slot;              /* its index in ctx->records and the anchors */
   int nresume;           /* values pushed for its next resume */
   unsigned char state;   /* enum task_state */
   unsigned char wake;    /* enum wake_status of the last park */
@@ -204,14 +204,14 @@ struct ctx {
   struct scope root;    /* above the main task; Ctrl+C/watchdog cancel it */
   struct task *current; /* task being resumed, NULL between tasks */
   struct task *main;
-  lua_Integer next_id;
+  lua_Integer next_id;   /* task ids are unique for the life of the state */
+  uint64_t next_gen;     /* generation of the next spawned task */
   int anchors_ref;       /* table: thread and name of each task slot */
   int traces_ref;        /* table: last traceback and error of each task slot */
-  int nslots;            /* slots handed out so far */
-  int *free_slots;       /* slots of freed task records, for reuse */
   struct task **records; /* the record of each slot; NULL once freed */
   int cap_records;
-  uint64_t next_gen; /* generation of the next spawned task */
+  int nslots;      /* slots handed out so far */
+  int *free_slots; /* slots of freed task records, for reuse */
   int nfree_slots;
   int cap_free_slots;
   int npooled;              /* records in 'pool' */
