@@ -54,6 +54,22 @@ void *tether__test_class (lua_State *L, int idx, struct ctx *c,
   return same ? p : NULL;
 }
 
+/* The userdata at 'idx' if it belongs to class 'cls'; otherwise raises an
+   error naming 'fname' and saying how to call a method. */
+void *tether__check_self (lua_State *L, int idx, struct ctx *c,
+                          enum tether_class cls, const char *fname) {
+  void *p = tether__test_class(L, idx, c, cls);
+  if (p == NULL) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->class_refs[cls]);
+    lua_getfield(L, -1, "__name");
+    tether__fname_error(L, fname,
+                        "expected a %s as self (call it with a colon: "
+                        "obj:method(...)), got %s",
+                        lua_tostring(L, -1), luaL_typename(L, idx));
+  }
+  return p;
+}
+
 /* Sets the metatable of class 'cls' on the value on top. */
 void tether__set_metatable (lua_State *L, struct ctx *c,
                             enum tether_class cls) {
@@ -91,7 +107,7 @@ int tether__is_class (lua_State *L, int idx, const char *name) {
 }
 
 /* Gives the table at 'idx' the class 'name' as metatable. */
-void tether__set_class (lua_State *L, int idx, const char *name) {
+void tether__set_error_class (lua_State *L, int idx, const char *name) {
   idx = lua_absindex(L, idx);
   push_class(L, tether__ctx(L), name);
   if (lua_isnil(L, -1))
@@ -105,7 +121,7 @@ void tether__new_error (lua_State *L, const char *name) {
   lua_createtable(L, 0, 1);
   lua_insert(L, -2);
   lua_setfield(L, -2, "message");
-  tether__set_class(L, -1, name);
+  tether__set_error_class(L, -1, name);
 }
 
 /* core.set_error_classes{Cancelled = C, ErrorGroup = E, ...} */

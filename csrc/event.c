@@ -14,12 +14,7 @@ struct event {
 };
 
 static struct event *check_event (lua_State *L, const char *fname) {
-  struct event *e = tether__test_class(L, 1, CTX(L), CLASS_EVENT);
-  if (e == NULL)
-    tether__fname_error(L, fname,
-                        "expected an Event as self (use a colon), got %s",
-                        luaL_typename(L, 1));
-  return e;
+  return tether__check_self(L, 1, CTX(L), CLASS_EVENT, fname);
 }
 
 /* tether.Event() */

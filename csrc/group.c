@@ -12,13 +12,7 @@
 #define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
 
 static struct group *check_group (lua_State *L, int idx, const char *fname) {
-  struct group *g = tether__test_class(L, idx, CTX(L), CLASS_GROUP);
-  if (g == NULL)
-    tether__fname_error(L, fname,
-                        "expected a task group as self (use a colon: "
-                        "tg:%s(...)), got %s",
-                        strchr(fname, ':') + 1, luaL_typename(L, idx));
-  return g;
+  return tether__check_self(L, idx, CTX(L), CLASS_GROUP, fname);
 }
 
 /*
@@ -127,10 +121,8 @@ void tether__task_finished (lua_State *L, struct task *t, int ok) {
 static int exit_abort (struct task *t) {
   struct group *g = t->wait_data;
   g->cancelled = 1;
-  if (!g->scope->cancel_called) {
-    g->scope->cancel_called = 1;
-    g->scope->cause = CAUSE_OUTER;
-  }
+  /* The scope is effectively cancelled already, so this walks nothing. */
+  tether__cancel(g->scope, CAUSE_OUTER);
   return 0;
 }
 
@@ -149,7 +141,7 @@ static int finish (lua_State *L, struct group *g, struct task *t) {
                     (int)lua_rawlen(L, -1));
     lua_setfield(L, -3, "message");
     lua_pop(L, 1);
-    tether__set_class(L, -1, "ErrorGroup");
+    tether__set_error_class(L, -1, "ErrorGroup");
     ok = 0;
   }
   else if (g->cancelled) {
@@ -330,13 +322,9 @@ static int group_start (lua_State *L) {
 
 /* task_status:started([value]) */
 static int status_started (lua_State *L) {
-  struct task_status *st = tether__test_class(L, 1, CTX(L), CLASS_STATUS);
+  struct task_status *st =
+      tether__check_self(L, 1, CTX(L), CLASS_STATUS, "task_status:started");
   struct task *child, *starter;
-  if (st == NULL)
-    return tether__fname_error(L, "task_status:started",
-                               "expected a task status as self (use a "
-                               "colon: task_status:started(value)), got %s",
-                               luaL_typename(L, 1));
   child = tether__record(CTX(L), st->slot, st->gen);
   if (child == NULL)
     return tether__fname_error(L, "task_status:started",

@@ -254,13 +254,16 @@ static inline int tether__is_callable (lua_State *L, int idx) {
 TETHER__HIDDEN int tether__is_class (lua_State *L, int idx,
                                      const char *class_name);
 TETHER__HIDDEN void tether__new_error (lua_State *L, const char *class_name);
-TETHER__HIDDEN void tether__set_class (lua_State *L, int idx,
-                                       const char *class_name);
+TETHER__HIDDEN void tether__set_error_class (lua_State *L, int idx,
+                                             const char *class_name);
 TETHER__HIDDEN struct ctx *tether__ctx (lua_State *L);
 TETHER__HIDDEN void tether__new_class (lua_State *L, struct ctx *c,
                                        enum tether_class cls, const char *name);
 TETHER__HIDDEN void *tether__test_class (lua_State *L, int idx, struct ctx *c,
                                          enum tether_class cls);
+TETHER__HIDDEN void *tether__check_self (lua_State *L, int idx, struct ctx *c,
+                                         enum tether_class cls,
+                                         const char *fname);
 TETHER__HIDDEN void tether__set_metatable (lua_State *L, struct ctx *c,
                                            enum tether_class cls);
 
@@ -346,7 +349,6 @@ TETHER__HIDDEN void tether__propagate (struct scope *s);
 TETHER__HIDDEN void tether__task_set_scope (struct task *t, struct scope *s);
 TETHER__HIDDEN void tether__push_cancelled (lua_State *L, struct task *t);
 TETHER__HIDDEN int tether__raise_cancelled (lua_State *L, struct task *t);
-TETHER__HIDDEN void tether__expire_scope (struct scope *s);
 TETHER__HIDDEN struct scope *tether__new_scope (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__open_scope (lua_State *L);
 TETHER__HIDDEN int core_CancelScope (lua_State *L);

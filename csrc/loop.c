@@ -50,7 +50,7 @@ static void process_deadlines (struct ctx *c) {
     if (d->kind == DEADLINE_SLEEP)
       tether__wake(queue_data(d, struct task, sleep), WAKE_OK);
     else
-      tether__expire_scope(queue_data(d, struct scope, timer));
+      tether__cancel(queue_data(d, struct scope, timer), CAUSE_DEADLINE);
   }
 }
 

@@ -1,7 +1,8 @@
 /*
 ** park.c
 ** The parking lot (Trio's ParkingLot): a FIFO queue of parked tasks that the
-** synchronisation primitives and streams of the Lua facade are built on.
+** synchronisation primitives of the Lua facade (lua/tether/sync.lua) are
+** built on.
 ** Parking is cancellable; unparking hands values to the woken task at wake
 ** time, so a later cancel cannot undo it. Parking allocates nothing: the
 ** queue links through each task's wait node.
@@ -11,23 +12,13 @@
 
 #define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
 
-/* Stack index of the payload in lot_park's frame, which is the frame a parked
-   task is suspended in. */
-#define PAYLOAD 3
-
 struct lot {
   struct queue waiters; /* tasks, linked by their node */
   int nwaiters;
 };
 
 static struct lot *check_lot (lua_State *L, const char *fname) {
-  struct lot *lot = tether__test_class(L, 1, CTX(L), CLASS_LOT);
-  if (lot == NULL)
-    tether__fname_error(L, fname,
-                        "expected a parking lot as self (use a colon), "
-                        "got %s",
-                        luaL_typename(L, 1));
-  return lot;
+  return tether__check_self(L, 1, CTX(L), CLASS_LOT, fname);
 }
 
 /* tether.core.ParkingLot() */
@@ -47,20 +38,18 @@ static int lot_abort (struct task *t) {
 }
 
 /*
-** lot:park([fname [, payload]]) -> the values given to unpark; raises
-** Cancelled if cancelled first. 'fname' names the public function in errors;
-** 'payload' stays in this frame for the unparker to take (a blocked
-** sender's item).
+** lot:park([fname]) -> the values given to unpark; raises Cancelled if
+** cancelled first. 'fname' names the public function in errors.
 */
 static int lot_park (lua_State *L) {
   struct lot *lot = check_lot(L, "lot:park");
   struct task *t =
       tether__check_task(L, CTX(L), luaL_optstring(L, 2, "lot:park"));
-  lua_settop(L, PAYLOAD);
+  lua_settop(L, 2);
   queue_insert_tail(&lot->waiters, &t->node);
   lot->nwaiters++;
   t->wait_data = lot;
-  return tether__park(L, t, lot_abort, PAYLOAD, tether__woken_k);
+  return tether__park(L, t, lot_abort, 2, tether__woken_k);
 }
 
 /* Wakes the longest-parked task, handing it the values at 'first'..top. */
@@ -82,40 +71,15 @@ static struct task *unpark_one (lua_State *L, struct lot *lot, int first) {
 }
 
 /*
-** lot:unpark(...) -> id and payload of the woken task, or nothing when none
-** was parked. The task resumes with the given values.
+** lot:unpark(...) -> id of the woken task (so ownership can be handed to
+** it), or nothing when none was parked. The task resumes with the values.
 */
 static int lot_unpark (lua_State *L) {
   struct lot *lot = check_lot(L, "lot:unpark");
-  int top = lua_gettop(L);
   struct task *t = unpark_one(L, lot, 2);
   if (t == NULL)
     return 0;
-  lua_settop(L, top);
   lua_pushinteger(L, t->id);
-  lua_pushvalue(t->L, PAYLOAD);
-  lua_xmove(t->L, L, 1);
-  return 2;
-}
-
-/* lot:unpark_task(id, ...) -> whether task 'id' was parked here (it is
-   woken with the values) */
-static int lot_unpark_task (lua_State *L) {
-  struct lot *lot = check_lot(L, "lot:unpark_task");
-  lua_Integer id = luaL_checkinteger(L, 2);
-  struct queue *q;
-  for (q = lot->waiters.next; q != &lot->waiters; q = q->next) {
-    struct task *t = queue_data(q, struct task, node);
-    if (t->id == id) {
-      /* move it to the front, then wake it like the longest waiter */
-      queue_remove(q);
-      queue_insert_head(&lot->waiters, q);
-      unpark_one(L, lot, 3);
-      lua_pushboolean(L, 1);
-      return 1;
-    }
-  }
-  lua_pushboolean(L, 0);
   return 1;
 }
 
@@ -126,16 +90,6 @@ static int lot_unpark_all (lua_State *L) {
   while (unpark_one(L, lot, 2) != NULL)
     n++;
   lua_pushinteger(L, n);
-  return 1;
-}
-
-/* lot:first() -> id of the longest-parked task, or nil */
-static int lot_first (lua_State *L) {
-  struct lot *lot = check_lot(L, "lot:first");
-  if (lot->nwaiters == 0)
-    return 0;
-  lua_pushinteger(L,
-                  queue_data(queue_head(&lot->waiters), struct task, node)->id);
   return 1;
 }
 
@@ -159,8 +113,6 @@ void tether__open_park (lua_State *L) {
   static const luaL_Reg methods[] = {{"park", lot_park},
                                      {"unpark", lot_unpark},
                                      {"unpark_all", lot_unpark_all},
-                                     {"unpark_task", lot_unpark_task},
-                                     {"first", lot_first},
                                      {"__len", lot__len},
                                      {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"ParkingLot", core_ParkingLot},

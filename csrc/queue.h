@@ -39,13 +39,6 @@ static inline void queue_insert_tail (struct queue *h, struct queue *n) {
   h->prev = n;
 }
 
-static inline void queue_insert_head (struct queue *h, struct queue *n) {
-  n->prev = h;
-  n->next = h->next;
-  n->next->prev = n;
-  h->next = n;
-}
-
 static inline void queue_remove (struct queue *n) {
   n->prev->next = n->next;
   n->next->prev = n->prev;

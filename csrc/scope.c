@@ -92,10 +92,6 @@ void tether__cancel (struct scope *s, enum cancel_cause cause) {
   }
 }
 
-void tether__expire_scope (struct scope *s) {
-  tether__cancel(s, CAUSE_DEADLINE);
-}
-
 /* Marks a scope cancelled by its deadline if that has passed (Trio's lazy
    rule: a passed deadline counts before the timer fires). */
 static void check_deadline (struct scope *s) {
@@ -229,13 +225,7 @@ struct scope *tether__new_scope (lua_State *L, struct ctx *c) {
 }
 
 static struct scope *check_scope (lua_State *L, int idx, const char *fname) {
-  struct scope *s = tether__test_class(L, idx, CTX(L), CLASS_SCOPE);
-  if (s == NULL)
-    tether__fname_error(L, fname,
-                        "expected a CancelScope as self (use a colon: "
-                        "scope:method(...)), got %s",
-                        luaL_typename(L, idx));
-  return s;
+  return tether__check_self(L, idx, CTX(L), CLASS_SCOPE, fname);
 }
 
 /* Reads the optional {shield = b} of an options table at 'idx'. */

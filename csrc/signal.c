@@ -419,13 +419,7 @@ static int core_getpid (lua_State *L) {
 ** ===================================================================== */
 
 static struct receiver *check_receiver (lua_State *L, const char *fname) {
-  struct receiver *r = tether__test_class(L, 1, CTX(L), CLASS_RECEIVER);
-  if (r == NULL)
-    tether__fname_error(L, fname,
-                        "expected a signal receiver as self (use a colon: "
-                        "signals:%s()), got %s",
-                        strchr(fname, ':') + 1, luaL_typename(L, 1));
-  return r;
+  return tether__check_self(L, 1, CTX(L), CLASS_RECEIVER, fname);
 }
 
 /* Unlinks a receiver from its watchers; the pending signals nobody else

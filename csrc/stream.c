@@ -45,13 +45,8 @@ struct handle {
    raises an error naming 'fname' otherwise. */
 static struct handle *check_handle (lua_State *L, int sending,
                                     const char *fname) {
-  struct handle *h = tether__test_class(L, SLOT_HANDLE, CTX(L),
-                                        sending ? CLASS_SEND : CLASS_RECEIVE);
-  if (h == NULL)
-    tether__fname_error(L, fname, "expected a %s as self (use a colon), got %s",
-                        sending ? TETHER_SEND_MT : TETHER_RECEIVE_MT,
-                        luaL_typename(L, SLOT_HANDLE));
-  return h;
+  return tether__check_self(L, SLOT_HANDLE, CTX(L),
+                            sending ? CLASS_SEND : CLASS_RECEIVE, fname);
 }
 
 /* [-0, +0, e] raises an error of class 'name' with "fname: message". */
