@@ -3,6 +3,7 @@
 
 local tether = require "tether"
 local helper = require "spec.helper"
+local assert_task_still_works = helper.assert_task_still_works
 
 local SRC = debug.getinfo(1, "S").short_src
 
@@ -25,18 +26,6 @@ end
 -- Line number of the line after the caller's current line.
 local function next_line()
   return debug.getinfo(2, "l").currentline + 1
-end
-
--- After a misuse the task must still work normally.
-local function assert_task_still_works()
-  tether.checkpoint()
-  local scope = tether.move_on_after(0.001)
-  scope:run(tether.sleep_forever)
-  assert.is_true(scope.cancelled_caught)
-  assert.same({ "ok" }, { tether.task_group(function(tg)
-    tg:start_soon(function() tether.checkpoint() end)
-    return "ok"
-  end) })
 end
 
 describe("tether.task_group", function()

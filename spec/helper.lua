@@ -215,6 +215,21 @@ function helper.raises(class_name, fn, ...)
   require("luassert").equal(class_name, helper.kind(err))
 end
 
+--- After a misuse the task must still work normally: checkpoint, sleep, scopes, groups.
+function helper.assert_task_still_works()
+  local tether = require "tether"
+  local luassert = require "luassert"
+  tether.checkpoint()
+  tether.sleep(0)
+  local scope = tether.move_on_after(0.001)
+  scope:run(tether.sleep_forever)
+  luassert.is_true(scope.cancelled_caught)
+  luassert.same({ "ok" }, { tether.task_group(function(tg)
+    tg:start_soon(function() tether.checkpoint() end)
+    return "ok"
+  end) })
+end
+
 --- Runs fn() in a cancel scope that is already cancelled; returns fn's outcome.
 function helper.outcome_when_cancelled(fn)
   local tether = require "tether"

@@ -3,6 +3,7 @@
 
 local tether = require "tether"
 local helper = require "spec.helper"
+local assert_task_still_works = helper.assert_task_still_works
 local core = require "tether.core"
 
 -- Slow runners (valgrind, ASan) stretch every time limit by this factor.
@@ -49,19 +50,6 @@ local BLOCKING = {
   { "tether.wait_all_tasks_blocked", function() return tether.wait_all_tasks_blocked() end },
   { "tether.task_group", function() return tether.task_group(function() end) end },
 }
-
--- After a misuse the task must still work normally: checkpoint, sleep, scopes.
-local function assert_task_still_works()
-  tether.checkpoint()
-  tether.sleep(0)
-  local scope = tether.move_on_after(0.001)
-  scope:run(tether.sleep_forever)
-  assert.is_true(scope.cancelled_caught)
-  assert.same({ "ok" }, { tether.task_group(function(tg)
-    tg:start_soon(function() tether.checkpoint() end)
-    return "ok"
-  end) })
-end
 
 describe("tether.run", function()
   it("returns the main task's results unchanged, nils included", function()
