@@ -327,11 +327,15 @@ static int status_started (lua_State *L) {
   struct task *child, *starter;
   child = tether__record(CTX(L), st->slot, st->gen);
   if (child == NULL)
-    return tether__fname_error(L, "task_status:started",
-                               "the task has already finished");
+    return tether__fname_error(
+        L, "task_status:started",
+        "the task has already finished; call it while the "
+        "task started by tg:start still runs");
   if (child->started)
-    return tether__fname_error(L, "task_status:started",
-                               "called twice for the same task");
+    return tether__fname_error(
+        L, "task_status:started",
+        "called twice for the same task; report readiness "
+        "once");
   child->started = 1;
   starter = child->starter;
   lua_settop(L, 2);

@@ -453,7 +453,9 @@ static int core_open_signal_receiver (lua_State *L) {
   int signums[TETHER_NSIG], n = 0, nargs = lua_gettop(L), i, j, err = 0;
   struct receiver *r;
   if (nargs == 0)
-    return tether__fname_error(L, fname, "no signals were given");
+    return tether__fname_error(L, fname,
+                               "no signals were given; pass one or more, "
+                               "e.g. tether.SIGTERM or \"SIGHUP\"");
   for (i = 1; i <= nargs; i++) {
     int signum = check_signal(L, i, fname, 1);
     for (j = 0; j < n && signums[j] != signum; j++)

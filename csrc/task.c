@@ -43,7 +43,9 @@ struct task *tether__current (lua_State *L, struct ctx *c, const char *fname) {
                           "called outside tether.run; run the program "
                           "as tether.run(main) and call it from a task");
     if (t == NULL)
-      tether__fname_error(L, fname, "not called from a tether task");
+      tether__fname_error(L, fname,
+                          "not called from a tether task (a __gc or a host "
+                          "callback between tasks); call it from a task");
     tether__fname_error(L, fname,
                         "called from a coroutine that is not a tether "
                         "task (a coroutine.wrap or coroutine.create inside "
