@@ -160,13 +160,7 @@ static int ctx__gc (lua_State *L) {
   }
   tether__drop_posts(c);
   uv_mutex_destroy(&c->posts_lock);
-  while (!queue_empty(&c->live)) {
-    struct task *t = queue_data(queue_head(&c->live), struct task, live_node);
-    queue_remove(&t->live_node);
-    free(t->done);
-    free(t);
-  }
-  tether__free_pool(c);
+  tether__free_records(c);
   heap_free(&c->deadlines);
   return 0;
 }
@@ -184,23 +178,27 @@ static struct ctx *open_ctx (lua_State *L) {
   c->L = lua_tothread(L, -1);
   lua_pop(L, 1);
   queue_init(&c->ready);
-  queue_init(&c->live);
-  queue_init(&c->pool);
+  queue_init(&c->free_records);
   queue_init(&c->blocked_waiters);
   heap_init(&c->deadlines);
   if (uv_mutex_init(&c->posts_lock) != 0)
     luaL_error(L, "tether: cannot create a mutex");
   c->next_id = 1; /* task ids are unique for the life of the state */
-  c->classes_ref = c->fatal_ref = c->anchors_ref = c->traces_ref = LUA_NOREF;
+  c->classes_ref = c->fatal_ref = LUA_NOREF;
+  c->stage_top = 1;
   tether__scope_init(&c->root, HUGE_VAL, 0);
   luaL_newmetatable(L, TETHER_CTX_MT);
   lua_pushcfunction(L, ctx__gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
   lua_newtable(L);
-  c->anchors_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->names_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   c->traces_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  c->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  c->stage_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &ctx_key);
   return c;

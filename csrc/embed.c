@@ -81,7 +81,7 @@ static int spawn_protected (lua_State *L) {
   struct task *t;
   lua_pushnil(L); /* name: derived from the function */
   lua_insert(L, 1);
-  t = tether__spawn(L, c, lua_gettop(L) - 2, &c->root, NULL, 0);
+  t = tether__spawn(L, c, lua_gettop(L) - 2, &c->root, NULL);
   t->done = lua_touserdata(L, lua_upvalueindex(1));
   return 0;
 }

@@ -261,7 +261,7 @@ static int group_start_soon (lua_State *L) {
     lua_pushnil(L); /* no name */
     lua_insert(L, 2);
   }
-  tether__spawn(L, c, lua_gettop(L) - 3, g->scope, g, g->host->id);
+  tether__spawn(L, c, lua_gettop(L) - 3, g->scope, g);
   g->nchildren++;
   return 0;
 }
@@ -272,7 +272,6 @@ static void adopt (struct group *g, struct task *child) {
   for (s = child->scope; s != NULL && s->host == child; s = s->parent)
     outer = s;
   child->starter = NULL;
-  child->parent_id = g->host->id;
   g->pending_starts--;
   g->nchildren++;
   if (outer != NULL) {
@@ -311,9 +310,9 @@ static int group_start (lua_State *L) {
   st->slot = -1;
   tether__set_metatable(L, c, CLASS_STATUS);
   lua_insert(L, 4); /* [g, name, fn, status, args...] */
-  child = tether__spawn(L, c, lua_gettop(L) - 3, t->scope, g, t->id);
+  child = tether__spawn(L, c, lua_gettop(L) - 3, t->scope, g);
   st->slot = child->slot;
-  st->gen = child->gen;
+  st->id = child->id;
   child->starter = t;
   g->pending_starts++;
   base = lua_gettop(L);
@@ -325,7 +324,7 @@ static int status_started (lua_State *L) {
   struct task_status *st =
       tether__check_self(L, 1, CTX(L), CLASS_STATUS, "task_status:started");
   struct task *child, *starter;
-  child = tether__record(CTX(L), st->slot, st->gen);
+  child = tether__record(CTX(L), st->slot, st->id);
   if (child == NULL)
     return tether__fname_error(
         L, "task_status:started",

@@ -4,6 +4,7 @@
 ** sleeping task, a cancel scope) and remember their index, so removal is
 ** O(log n); the array of pointers grows by doubling and is never shrunk, so
 ** steady-state operation allocates nothing. Ties break by insertion order.
+** A node is 24 bytes: it sits in every task record.
 */
 
 #ifndef TETHER_HEAP_H
@@ -13,18 +14,19 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define HEAP_NONE ((size_t)-1)
+#define HEAP_NONE UINT32_MAX
 
 struct heap_node {
-  double when;  /* absolute deadline, current_time() units */
-  uint64_t seq; /* insertion order, breaks ties */
-  size_t index; /* position in the heap, HEAP_NONE when not in it */
+  double when;        /* absolute deadline, current_time() units */
+  uint64_t seq;       /* insertion order, breaks ties */
+  uint32_t index;     /* position in the heap, HEAP_NONE when not in it */
+  unsigned char kind; /* what owns the node; the heap never reads it */
 };
 
 struct heap {
   struct heap_node **nodes;
-  size_t len;
-  size_t cap;
+  uint32_t len;
+  uint32_t cap;
   uint64_t next_seq;
 };
 
@@ -58,15 +60,16 @@ static inline int heap_less (const struct heap_node *a,
   return a->when < b->when || (a->when == b->when && a->seq < b->seq);
 }
 
-static inline void heap_place (struct heap *h, size_t i, struct heap_node *n) {
+static inline void heap_place (struct heap *h, uint32_t i,
+                               struct heap_node *n) {
   h->nodes[i] = n;
   n->index = i;
 }
 
-static inline void heap_sift_up (struct heap *h, size_t i) {
+static inline void heap_sift_up (struct heap *h, uint32_t i) {
   struct heap_node *n = h->nodes[i];
   while (i > 0) {
-    size_t parent = (i - 1) / 2;
+    uint32_t parent = (i - 1) / 2;
     if (!heap_less(n, h->nodes[parent]))
       break;
     heap_place(h, i, h->nodes[parent]);
@@ -75,10 +78,10 @@ static inline void heap_sift_up (struct heap *h, size_t i) {
   heap_place(h, i, n);
 }
 
-static inline void heap_sift_down (struct heap *h, size_t i) {
+static inline void heap_sift_down (struct heap *h, uint32_t i) {
   struct heap_node *n = h->nodes[i];
   for (;;) {
-    size_t child = 2 * i + 1;
+    uint64_t child = 2 * (uint64_t)i + 1; /* no overflow past 2^31 */
     if (child >= h->len)
       break;
     if (child + 1 < h->len && heap_less(h->nodes[child + 1], h->nodes[child]))
@@ -86,7 +89,7 @@ static inline void heap_sift_down (struct heap *h, size_t i) {
     if (!heap_less(h->nodes[child], n))
       break;
     heap_place(h, i, h->nodes[child]);
-    i = child;
+    i = (uint32_t)child;
   }
   heap_place(h, i, n);
 }
@@ -95,8 +98,11 @@ static inline void heap_sift_down (struct heap *h, size_t i) {
 static inline int heap_insert (struct heap *h, struct heap_node *n,
                                double when) {
   if (h->len == h->cap) {
-    size_t cap = h->cap ? 2 * h->cap : 64;
-    struct heap_node **nodes = realloc(h->nodes, cap * sizeof *nodes);
+    uint32_t cap = h->cap ? 2 * h->cap : 64;
+    struct heap_node **nodes;
+    if (h->cap >= HEAP_NONE / 2)
+      return -1; /* indexes would reach HEAP_NONE */
+    nodes = realloc(h->nodes, (size_t)cap * sizeof *nodes);
     if (nodes == NULL)
       return -1;
     h->nodes = nodes;
@@ -111,7 +117,7 @@ static inline int heap_insert (struct heap *h, struct heap_node *n,
 
 /* Removes 'n' if it is in the heap. */
 static inline void heap_remove (struct heap *h, struct heap_node *n) {
-  size_t i = n->index;
+  uint32_t i = n->index;
   struct heap_node *last;
   if (i == HEAP_NONE)
     return;

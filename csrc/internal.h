@@ -46,6 +46,7 @@ enum tether_class {
 };
 
 struct sigwatch;
+struct slab;
 struct hub;
 struct post;
 struct tether_done;
@@ -56,15 +57,10 @@ struct scope;
 struct group;
 
 /*
-** A deadline in the loop's heap: either a sleeping task or a cancel scope.
-** Both live in one heap under one uv_timer_t.
+** What owns a node of the loop's deadline heap (heap_node.kind): a sleeping
+** task or a cancel scope. Both live in one heap under one uv_timer_t.
 */
 enum deadline_kind { DEADLINE_SLEEP, DEADLINE_SCOPE };
-
-struct deadline {
-  struct heap_node node;
-  enum deadline_kind kind;
-};
 
 /*
 ** Called when cancellation reaches a parked task. Returns 1 when it withdrew
@@ -74,43 +70,56 @@ struct deadline {
 typedef int (*tether_abort_fn)(struct task *t);
 
 enum task_state {
-  TASK_FREE,    /* pooled record, thread idle */
+  TASK_FREE,    /* in the free list of records */
   TASK_READY,   /* in the run queue */
   TASK_RUNNING, /* being resumed right now */
   TASK_PARKED,  /* blocked; 'abort' says how to withdraw it */
-  TASK_DONE     /* finished; record about to return to the pool */
+  TASK_DONE     /* finished; record about to be freed */
 };
 
 /* How a parked task was woken: normally (its continuation returns the values
    pushed for it), by cancellation, or with an error value to raise. */
 enum wake_status { WAKE_OK, WAKE_CANCELLED, WAKE_ERROR };
 
+/*
+** A task's record. Its thread is bound when it first runs (until then its
+** function and arguments wait in the stage table), so a burst of short tasks
+** runs on a few hot threads. Kept to 136 bytes: an idle task costs its
+** thread plus this record. Records live in slabs (task.c); a task's context
+** is its scope's, since a live task is always inside a scope.
+*/
 struct task {
-  struct queue node;       /* in the run queue (or batch) while ready; in
-                              what it waits on while parked */
-  struct queue scope_node; /* scope->tasks of its innermost scope */
-  struct queue live_node;  /* ctx->live, or ctx->pool when free */
-  struct deadline sleep;   /* wake-up time of sleep/sleep_until */
-  lua_State *L;            /* the task's coroutine */
-  struct ctx *ctx;
+  struct queue node;        /* in the run queue (or batch) while ready; in
+                               what it waits on while parked; in the free
+                               list while free */
+  struct queue scope_node;  /* scope->tasks of its innermost scope */
+  struct heap_node sleep;   /* wake-up time of sleep/sleep_until */
+  lua_State *L;             /* its thread; NULL until it first runs */
   struct scope *scope;      /* innermost cancel scope */
   struct group *group;      /* its group (NULL: main task, tether_spawn) */
   struct task *starter;     /* tg:start caller until started() moves it */
   tether_abort_fn abort;    /* set while parked */
   struct tether_done *done; /* started by tether_spawn: report to the host */
   void *wait_data;          /* what the task waits on, for 'abort' */
-  lua_Integer id;
-  lua_Integer parent_id; /* 0 for the main task */
-  uint64_t gen;          /* new for every spawn; guards stale TaskStatus */
-  int slot;              /* its index in ctx->records and the anchors */
-  int nresume;           /* values pushed for its next resume */
-  unsigned char state;   /* enum task_state */
-  unsigned char wake;    /* enum wake_status of the last park */
-  unsigned char ours;    /* set by tether before every yield */
-  unsigned char started; /* task_status:started() was called */
-  unsigned char reraise; /* next message handler call is a re-raise */
-  unsigned char traced;  /* has entries in the trace table */
+  lua_Integer id; /* unique for the life of the state, so it also tells a
+                     TaskStatus whether its record still runs that task */
+  int slot;       /* its index among the records, and in the name table */
+  int nresume;    /* values pushed for its next resume; before the first
+                     run, its staged function and arguments */
+  union {
+    int stage;      /* before the first run: index of its function in the
+                       stage table, 0 when the name table holds it */
+    int thread_ref; /* once bound: its thread's index in the thread table */
+  } u;
+  unsigned state : 3;   /* enum task_state */
+  unsigned wake : 2;    /* enum wake_status of the last park */
+  unsigned ours : 1;    /* set by tether before every yield */
+  unsigned started : 1; /* task_status:started() was called */
+  unsigned reraise : 1; /* next message handler call is a re-raise */
+  unsigned traced : 1;  /* has entries in the trace table */
 };
+
+#define TASK_CTX(t) ((t)->scope->ctx)
 
 enum scope_state { SCOPE_NEW, SCOPE_ACTIVE, SCOPE_EXITED };
 
@@ -128,10 +137,10 @@ enum cancel_cause {
 };
 
 struct scope {
-  struct queue node;     /* in parent->children */
-  struct queue children; /* active scopes entered directly inside */
-  struct queue tasks;    /* tasks whose innermost scope this is */
-  struct deadline timer; /* in the heap while active with a finite deadline */
+  struct queue node;      /* in parent->children */
+  struct queue children;  /* active scopes entered directly inside */
+  struct queue tasks;     /* tasks whose innermost scope this is */
+  struct heap_node timer; /* in the heap while active with a finite deadline */
   struct scope *parent;
   struct task *host;   /* task that entered it */
   struct ctx *ctx;     /* loop it is active in */
@@ -165,8 +174,8 @@ struct group {
 
 /* TaskStatus userdata: a tg:start child's handle to report readiness. */
 struct task_status {
-  int slot;     /* the child's record: ctx->records[slot], */
-  uint64_t gen; /* as long as it still runs this spawn */
+  int slot;       /* the child's record (see tether__record), */
+  lua_Integer id; /* as long as it still runs this task */
 };
 
 /*
@@ -185,7 +194,14 @@ struct hub {
   int open; /* handles not yet closed */
 };
 
-/* One per lua_State: the loop, the run queue, the task pool, the root scope. */
+/* A thread whose task finished, waiting to run the next task. */
+struct idle_thread {
+  lua_State *L;
+  int ref; /* in the thread table */
+};
+
+/* One per lua_State: the loop, the run queue, the task records and threads,
+   the root scope. */
 struct ctx {
   lua_State *L;    /* main thread */
   lua_State *from; /* thread driving the loop, 'from' of lua_resume */
@@ -194,27 +210,32 @@ struct ctx {
   struct hub *hub;    /* tether's handles on 'loop' */
   struct post *posts; /* tether_post callbacks waiting, newest first */
   uv_mutex_t posts_lock;
-  int posts_closed;             /* tether_shutdown began: refuse posts */
-  int attached;                 /* 'loop' belongs to a host (tether_attach) */
-  struct queue ready;           /* run queue */
-  struct queue live;            /* every live task */
-  struct queue pool;            /* finished task records with idle threads */
+  int posts_closed;          /* tether_shutdown began: refuse posts */
+  int attached;              /* 'loop' belongs to a host (tether_attach) */
+  struct queue ready;        /* run queue */
+  struct queue free_records; /* most recently freed first */
+  struct slab **slabs;       /* task records; NULL where one was freed */
+  int nslabs;
+  int cap_slabs;
+  int nholes;                   /* NULL entries in 'slabs' */
+  int trim_cursor;              /* tether__trim_pools looks below it next */
   struct queue blocked_waiters; /* wait_all_tasks_blocked callers */
   struct heap deadlines;
   struct scope root;    /* above the main task; Ctrl+C/watchdog cancel it */
   struct task *current; /* task being resumed, NULL between tasks */
   struct task *main;
-  lua_Integer next_id;   /* task ids are unique for the life of the state */
-  uint64_t next_gen;     /* generation of the next spawned task */
-  int anchors_ref;       /* table: thread and name of each task slot */
-  int traces_ref;        /* table: last traceback and error of each task slot */
-  struct task **records; /* the record of each slot; NULL once freed */
-  int cap_records;
-  int nslots;      /* slots handed out so far */
-  int *free_slots; /* slots of freed task records, for reuse */
-  int nfree_slots;
-  int cap_free_slots;
-  int npooled;              /* records in 'pool' */
+  lua_Integer next_id; /* task ids are unique for the life of the state */
+  int names_ref;       /* table: each task slot's name (or function) */
+  int traces_ref;      /* table: last traceback and error of each task slot */
+  int threads_ref;     /* table: every task thread, by thread_ref */
+  int stage_ref;       /* table: function and arguments of tasks that
+                          have not run yet (see task.c) */
+  int stage_top;       /* next free index of the stage table */
+  int nstaged;         /* tasks with values in the stage table */
+  int nfree_records;   /* records in 'free_records' */
+  struct idle_thread *idle; /* idle threads, most recently used last */
+  int nidle;
+  int cap_idle;
   int classes_ref;          /* error classes registered by the facade */
   int class_refs[NCLASSES]; /* metatables of the userdata classes */
   int ntasks;               /* live tasks */
@@ -228,14 +249,13 @@ struct ctx {
   struct sigwatch *sigwatch[TETHER_NSIG]; /* per signal: this loop's watcher */
 };
 
-/* Anchor table layout: per task slot, the thread and the task's name (or the
-   function to derive it from). The trace table, written only when a task
-   raises, keeps the traceback of its last error and that error (to
-   recognise a re-raise of it) at the same indices. */
-#define ANCHOR_THREAD(slot) (2 * (slot) + 1)
-#define ANCHOR_NAME(slot)   (2 * (slot) + 2)
-#define TRACE_TEXT(slot)    (2 * (slot) + 1)
-#define TRACE_ERROR(slot)   (2 * (slot) + 2)
+/* The name table holds, per task slot, the task's name (or the function to
+   derive it from). The trace table, written only when a task raises, keeps
+   the traceback of its last error and that error (to recognise a re-raise
+   of it). */
+#define NAME_INDEX(slot)  ((slot) + 1)
+#define TRACE_TEXT(slot)  (2 * (slot) + 1)
+#define TRACE_ERROR(slot) (2 * (slot) + 2)
 
 /* Clock, in seconds (monotonic). */
 #define tether__now() ((double)uv_hrtime() * 1e-9)
@@ -280,10 +300,10 @@ TETHER__HIDDEN void tether__report (struct ctx *c, struct task *t);
 TETHER__HIDDEN void tether__drop_posts (struct ctx *c);
 TETHER__HIDDEN int tether__run (lua_State *L);
 TETHER__HIDDEN void tether__schedule (struct ctx *c, struct task *t);
-TETHER__HIDDEN int tether__add_deadline (struct ctx *c, struct deadline *d,
+TETHER__HIDDEN int tether__add_deadline (struct ctx *c, struct heap_node *d,
                                          double when);
-TETHER__HIDDEN void tether__remove_deadline (struct ctx *c, struct deadline *d);
-TETHER__HIDDEN void tether__push_anchors (struct ctx *c, lua_State *L);
+TETHER__HIDDEN void tether__remove_deadline (struct ctx *c,
+                                             struct heap_node *d);
 TETHER__HIDDEN int tether__debug_stats (lua_State *L);
 TETHER__HIDDEN int tether__set_watchdog (lua_State *L);
 
@@ -294,8 +314,7 @@ TETHER__HIDDEN struct task *tether__check_task (lua_State *L, struct ctx *c,
                                                 const char *fname);
 TETHER__HIDDEN struct task *tether__spawn (lua_State *L, struct ctx *c,
                                            int nargs, struct scope *scope,
-                                           struct group *group,
-                                           lua_Integer parent_id);
+                                           struct group *group);
 TETHER__HIDDEN void tether__resume (struct ctx *c, struct task *t);
 TETHER__HIDDEN void tether__release (lua_State *L, struct ctx *c,
                                      struct task *t);
@@ -317,10 +336,11 @@ TETHER__HIDDEN int tether__msgh (lua_State *L);
 TETHER__HIDDEN void tether__reraise (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__push_name (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__push_traceback (lua_State *L, struct task *t);
-TETHER__HIDDEN void tether__free_pool (struct ctx *c);
-TETHER__HIDDEN void tether__trim_pool (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__free_records (struct ctx *c);
+TETHER__HIDDEN void tether__trim_pools (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__abandon_tasks (lua_State *L, struct ctx *c);
 TETHER__HIDDEN struct task *tether__record (struct ctx *c, int slot,
-                                            uint64_t gen);
+                                            lua_Integer id);
 TETHER__HIDDEN int tether__fname_error (lua_State *L, const char *fname,
                                         const char *fmt, ...);
 TETHER__HIDDEN int core_sleep (lua_State *L);

@@ -45,12 +45,11 @@ static void process_deadlines (struct ctx *c) {
     return;
   now = tether__now();
   while ((n = heap_min(&c->deadlines)) != NULL && n->when <= now) {
-    struct deadline *d = (struct deadline *)n;
     heap_remove(&c->deadlines, n);
-    if (d->kind == DEADLINE_SLEEP)
-      tether__wake(queue_data(d, struct task, sleep), WAKE_OK);
+    if (n->kind == DEADLINE_SLEEP)
+      tether__wake(queue_data(n, struct task, sleep), WAKE_OK);
     else
-      tether__cancel(queue_data(d, struct scope, timer), CAUSE_DEADLINE);
+      tether__cancel(queue_data(n, struct scope, timer), CAUSE_DEADLINE);
   }
 }
 
@@ -101,7 +100,7 @@ static int tick (lua_State *L) {
     uv_stop(c->loop);
     return 0;
   }
-  tether__trim_pool(L, c);
+  tether__trim_pools(L, c);
   if (queue_empty(&c->ready) && queue_empty(&c->blocked_waiters))
     uv_idle_stop(&c->hub->spin);
   else
@@ -144,17 +143,12 @@ void tether__schedule (struct ctx *c, struct task *t) {
     uv_idle_start(&c->hub->spin, on_spin);
 }
 
-int tether__add_deadline (struct ctx *c, struct deadline *d, double when) {
-  return heap_insert(&c->deadlines, &d->node, when);
+int tether__add_deadline (struct ctx *c, struct heap_node *d, double when) {
+  return heap_insert(&c->deadlines, d, when);
 }
 
-void tether__remove_deadline (struct ctx *c, struct deadline *d) {
-  heap_remove(&c->deadlines, &d->node);
-}
-
-/* [-0, +1, -] pushes the table anchoring every task's thread and name. */
-void tether__push_anchors (struct ctx *c, lua_State *L) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->anchors_ref);
+void tether__remove_deadline (struct ctx *c, struct heap_node *d) {
+  heap_remove(&c->deadlines, d);
 }
 
 static void on_watchdog (uv_timer_t *h) {
@@ -174,25 +168,11 @@ static void close_handle (uv_handle_t *h, void *arg) {
 ** (their threads are dropped), so the loop can still be closed.
 */
 static void abandon_tasks (struct ctx *c, lua_State *L) {
-  size_t i;
+  uint32_t i;
   for (i = 0; i < c->deadlines.len; i++)
     c->deadlines.nodes[i]->index = HEAP_NONE;
   c->deadlines.len = 0;
-  tether__push_anchors(c, L);
-  while (!queue_empty(&c->live)) {
-    struct task *t = queue_data(queue_head(&c->live), struct task, live_node);
-    queue_remove(&t->live_node);
-    queue_remove(&t->node);
-    queue_remove(&t->node);
-    queue_remove(&t->scope_node);
-    lua_pushnil(L);
-    lua_rawseti(L, -2, ANCHOR_THREAD(t->slot));
-    t->L = NULL;
-    t->state = TASK_FREE;
-    queue_insert_tail(&c->pool, &t->live_node);
-    c->ntasks--;
-  }
-  lua_pop(L, 1);
+  tether__abandon_tasks(L, c);
   queue_init(&c->ready);
   queue_init(&c->blocked_waiters);
   c->main = NULL;
@@ -320,7 +300,7 @@ int tether__run (lua_State *L) {
   tether__signals_start(c);
   lua_pushnil(L); /* main task's name: derived from fn */
   lua_insert(L, 1);
-  c->main = tether__spawn(L, c, nargs, &c->root, NULL, 0);
+  c->main = tether__spawn(L, c, nargs, &c->root, NULL);
   uv_run(c->loop, UV_RUN_DEFAULT);
 
   if (c->fatal_ref != LUA_NOREF)
@@ -371,9 +351,13 @@ int tether__run (lua_State *L) {
 /* core.debug_stats(): live task count and loop state, for the specs. */
 int tether__debug_stats (lua_State *L) {
   struct ctx *c = lua_touserdata(L, lua_upvalueindex(1));
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 5);
   lua_pushinteger(L, c->ntasks);
   lua_setfield(L, -2, "tasks");
+  lua_pushinteger(L, c->ntasks + c->nfree_records); /* live or free */
+  lua_setfield(L, -2, "records");
+  lua_pushinteger(L, c->nidle);
+  lua_setfield(L, -2, "idle_threads");
   lua_pushboolean(L, c->loop != NULL);
   lua_setfield(L, -2, "loop_open");
   lua_pushboolean(L, c->running);

@@ -32,6 +32,13 @@ static inline struct queue *queue_head (const struct queue *q) {
   return q->next;
 }
 
+static inline void queue_insert_head (struct queue *h, struct queue *n) {
+  n->next = h->next;
+  n->prev = h;
+  n->next->prev = n;
+  h->next = n;
+}
+
 static inline void queue_insert_tail (struct queue *h, struct queue *n) {
   n->next = h;
   n->prev = h->prev;

@@ -17,7 +17,7 @@ void tether__scope_init (struct scope *s, double deadline, int shield) {
   queue_init(&s->node);
   queue_init(&s->children);
   queue_init(&s->tasks);
-  heap_node_init(&s->timer.node);
+  heap_node_init(&s->timer);
   s->timer.kind = DEADLINE_SCOPE;
   s->deadline = deadline;
   s->shield = (unsigned char)(shield != 0);
@@ -166,10 +166,10 @@ void tether__scope_enter (lua_State *L, struct task *t, struct scope *s) {
     s->cause = CAUSE_DEADLINE;
   }
   else if (!s->cancel_called && s->deadline < HUGE_VAL &&
-           tether__add_deadline(t->ctx, &s->timer, s->deadline) < 0)
+           tether__add_deadline(TASK_CTX(t), &s->timer, s->deadline) < 0)
     luaL_error(L, "not enough memory");
   s->state = SCOPE_ACTIVE;
-  s->ctx = t->ctx;
+  s->ctx = TASK_CTX(t);
   s->host = t;
   s->parent = t->scope;
   queue_insert_tail(&s->parent->children, &s->node);
@@ -190,13 +190,13 @@ int tether__scope_exit (lua_State *L, struct task *t, struct scope *s, int ok) {
        Cancel it for good and exit it first, so the tree stays sound. */
     struct scope *inner = t->scope;
     tether__cancel(inner, CAUSE_MISNESTING);
-    tether__remove_deadline(t->ctx, &inner->timer);
+    tether__remove_deadline(TASK_CTX(t), &inner->timer);
     queue_remove(&inner->node);
     tether__task_set_scope(t, inner->parent);
     inner->state = SCOPE_EXITED;
   }
   check_deadline(s);
-  tether__remove_deadline(t->ctx, &s->timer);
+  tether__remove_deadline(TASK_CTX(t), &s->timer);
   queue_remove(&s->node);
   tether__task_set_scope(t, s->parent);
   s->state = SCOPE_EXITED;

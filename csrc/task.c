@@ -6,15 +6,13 @@
 ** checkpoints, sleeps and wait_all_tasks_blocked.
 */
 
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
-
-/* Idle task records (with their threads) always kept for reuse. */
-#define POOL_MIN 1024
 
 #define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
 
@@ -69,97 +67,256 @@ struct task *tether__check_task (lua_State *L, struct ctx *c,
 }
 
 /* {====================================================================
-** Task records
+** Task records and threads
+**
+** A record is taken when a task is spawned; its thread only when the task
+** first runs. Until then the task's function and arguments wait in the stage
+** table (or, for a task spawned with neither name nor arguments, the function
+** alone waits in the name table, where it is needed anyway). A finished
+** task's thread goes to the idle stack and runs the next task to start, so a
+** burst of short tasks runs on a few hot threads instead of one cold thread
+** each. Both freed records and idle threads are reused most recent first.
 ** ===================================================================== */
 
-/* Gives record 't' a slot (-1 when out of memory). */
-static int new_slot (struct ctx *c, struct task *t) {
-  int slot;
-  if (c->nfree_slots > 0)
-    slot = c->free_slots[--c->nfree_slots];
-  else {
-    if (c->nslots == c->cap_records) {
-      int cap = c->cap_records ? 2 * c->cap_records : 256;
-      struct task **records =
-          realloc(c->records, (size_t)cap * sizeof *records);
-      if (records == NULL)
-        return -1;
-      c->records = records;
-      c->cap_records = cap;
-    }
-    slot = c->nslots++;
-  }
-  c->records[slot] = t;
-  return slot;
+/*
+** Records are allocated a slab at a time: no allocator overhead per record,
+** neighbours in memory, and a slot number that finds the record without a
+** table. Slot = slab index * SLAB_RECORDS + index in the slab.
+*/
+#define SLAB_SHIFT   6
+#define SLAB_RECORDS (1 << SLAB_SHIFT)
+
+struct slab {
+  int nused; /* records not in the free list */
+  struct task records[SLAB_RECORDS];
+};
+
+/* The record in 'slot', or NULL if its slab was freed (or never existed). */
+static struct task *slot_record (struct ctx *c, int slot) {
+  struct slab *sl;
+  if (slot < 0 || (slot >> SLAB_SHIFT) >= c->nslabs)
+    return NULL;
+  sl = c->slabs[slot >> SLAB_SHIFT];
+  return sl != NULL ? &sl->records[slot & (SLAB_RECORDS - 1)] : NULL;
 }
 
-/* The live task in 'slot' if it still runs the spawn of generation 'gen'. */
-struct task *tether__record (struct ctx *c, int slot, uint64_t gen) {
-  struct task *t = slot >= 0 && slot < c->nslots ? c->records[slot] : NULL;
-  if (t == NULL || t->gen != gen || t->state == TASK_FREE ||
+static struct slab *slab_of (struct ctx *c, struct task *t) {
+  return c->slabs[t->slot >> SLAB_SHIFT];
+}
+
+/* The live task in 'slot' if it is still task 'id'. */
+struct task *tether__record (struct ctx *c, int slot, lua_Integer id) {
+  struct task *t = slot_record(c, slot);
+  if (t == NULL || t->id != id || t->state == TASK_FREE ||
       t->state == TASK_DONE)
     return NULL;
   return t;
 }
 
-static void free_slot (struct ctx *c, int slot) {
-  c->records[slot] = NULL;
-  if (c->nfree_slots == c->cap_free_slots) {
-    int cap = c->cap_free_slots ? 2 * c->cap_free_slots : 64;
-    int *slots = realloc(c->free_slots, (size_t)cap * sizeof *slots);
-    if (slots == NULL)
-      return; /* the slot is simply never reused */
-    c->free_slots = slots;
-    c->cap_free_slots = cap;
-  }
-  c->free_slots[c->nfree_slots++] = slot;
-}
-
-/*
-** Takes an idle record with a thread from the pool, making one if needed.
-** A record being built stays in the pool, so a memory error while creating
-** its thread leaks nothing.
-*/
-static struct task *take_record (lua_State *L, struct ctx *c) {
-  struct task *t;
-  if (queue_empty(&c->pool)) {
-    t = calloc(1, sizeof *t);
-    if (t == NULL)
+/* Adds a slab of free records (in a hole of 'slabs' if there is one). */
+static void new_slab (lua_State *L, struct ctx *c) {
+  struct slab *sl;
+  int index = c->nslabs, i;
+  if (c->nholes > 0)
+    for (index = 0; c->slabs[index] != NULL; index++)
+      ;
+  else if (c->nslabs == c->cap_slabs) {
+    int cap = c->cap_slabs ? 2 * c->cap_slabs : 16;
+    struct slab **slabs;
+    if (cap > INT_MAX >> SLAB_SHIFT ||
+        (slabs = realloc(c->slabs, (size_t)cap * sizeof *slabs)) == NULL)
       luaL_error(L, "not enough memory");
-    queue_init(&t->node);
+    c->slabs = slabs;
+    c->cap_slabs = cap;
+  }
+  sl = calloc(1, sizeof *sl);
+  if (sl == NULL)
+    luaL_error(L, "not enough memory");
+  if (index < c->nslabs)
+    c->nholes--;
+  else
+    c->nslabs++;
+  c->slabs[index] = sl;
+  for (i = SLAB_RECORDS - 1; i >= 0; i--) { /* lowest slot on top */
+    struct task *t = &sl->records[i];
     queue_init(&t->scope_node);
-    heap_node_init(&t->sleep.node);
+    heap_node_init(&t->sleep);
     t->sleep.kind = DEADLINE_SLEEP;
-    t->ctx = c;
-    t->slot = new_slot(c, t);
-    if (t->slot < 0) {
-      free(t);
-      luaL_error(L, "not enough memory");
-    }
-    queue_insert_tail(&c->pool, &t->live_node);
-    c->npooled++;
+    t->slot = (index << SLAB_SHIFT) + i;
+    queue_insert_head(&c->free_records, &t->node);
   }
-  t = queue_data(queue_head(&c->pool), struct task, live_node);
-  if (t->L == NULL) {
-    lua_State *co;
-    tether__push_anchors(c, L);
-    co = lua_newthread(L);
-    lua_rawseti(L, -2, ANCHOR_THREAD(t->slot));
-    lua_pop(L, 1);
-    t->L = co;
+  c->nfree_records += SLAB_RECORDS;
+}
+
+/* The most recently freed record, made first if there is none; it stays in
+   the free list until the caller takes it with take_record. */
+static struct task *free_record (lua_State *L, struct ctx *c) {
+  if (queue_empty(&c->free_records))
+    new_slab(L, c);
+  return queue_data(queue_head(&c->free_records), struct task, node);
+}
+
+static void take_record (struct ctx *c, struct task *t) {
+  queue_remove(&t->node);
+  c->nfree_records--;
+  slab_of(c, t)->nused++;
+}
+
+static void put_record (struct ctx *c, struct task *t) {
+  queue_insert_head(&c->free_records, &t->node);
+  c->nfree_records++;
+  slab_of(c, t)->nused--;
+}
+
+/* Frees slab 'index', whose records are all free. */
+static void free_slab (struct ctx *c, int index) {
+  struct slab *sl = c->slabs[index];
+  int i;
+  for (i = 0; i < SLAB_RECORDS; i++)
+    queue_remove(&sl->records[i].node);
+  c->nfree_records -= SLAB_RECORDS;
+  free(sl);
+  c->slabs[index] = NULL;
+  if (index == c->nslabs - 1)
+    c->nslabs--;
+  else
+    c->nholes++;
+  while (c->nslabs > 0 && c->slabs[c->nslabs - 1] == NULL) {
+    c->nslabs--;
+    c->nholes--;
   }
-  queue_remove(&t->live_node);
-  c->npooled--;
-  return t;
+}
+
+/* [-1, +0, m] sets the name table's entry for 'slot' to the value on top. */
+static void set_name (lua_State *L, struct ctx *c, int slot) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->names_ref);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, NAME_INDEX(slot));
+  lua_pop(L, 1);
 }
 
 /*
-** Returns a finished task's record, with its idle thread, to the pool,
-** dropping the references to its function, name and last error. 'L' is any
-** thread of the state other than the task's.
+** [-0, +0, m] copies the 'n' values from 'first' up to the top of the stage
+** table; returns the index of the first. The stage is a plain array used
+** from index 1 while any task waits in it, and started afresh when none does.
+*/
+static int stage_values (lua_State *L, struct ctx *c, int first, int n) {
+  int at = c->stage_top, i;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->stage_ref);
+  for (i = 0; i < n; i++) {
+    lua_pushvalue(L, first + i);
+    lua_rawseti(L, -2, at + i);
+  }
+  lua_pop(L, 1);
+  c->stage_top = at + n;
+  c->nstaged++;
+  return at;
+}
+
+/* Stage tables that grew past this many entries are replaced when they
+   empty, to give the memory of a burst back. */
+#define STAGE_KEEP 1024
+
+/*
+** Clears the 'n' values staged at 'at' from the stage table; with 'push'
+** set, pushes them onto 'L' first ([-0, +n, m]), else drops them ('L' is
+** scratch space).
+*/
+static void unstage (lua_State *L, struct ctx *c, int at, int n, int push) {
+  int i, tbl;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->stage_ref);
+  tbl = lua_gettop(L);
+  for (i = 0; push && i < n; i++)
+    lua_rawgeti(L, tbl, at + i);
+  for (i = 0; i < n; i++) { /* existing entries: no allocation */
+    lua_pushnil(L);
+    lua_rawseti(L, tbl, at + i);
+  }
+  lua_remove(L, tbl);
+  if (--c->nstaged == 0) {
+    if (c->stage_top > STAGE_KEEP) {
+      lua_createtable(L, STAGE_KEEP, 0);
+      lua_rawseti(L, LUA_REGISTRYINDEX, c->stage_ref);
+    }
+    c->stage_top = 1;
+  }
+}
+
+static int task_entry (lua_State *L);
+
+/*
+** Gives a task that is about to run for the first time a thread (the most
+** recently idle one, or a new one) and puts its entry function, its function
+** and its arguments on it. Runs in the tick on c->from, so a memory error
+** here is a scheduler error.
+*/
+static void bind_thread (struct ctx *c, struct task *t) {
+  lua_State *L = c->from, *co;
+  int stage = t->u.stage; /* shares its field with thread_ref */
+  if (c->nidle > 0) {
+    struct idle_thread *idle = &c->idle[--c->nidle];
+    co = idle->L;
+    t->u.thread_ref = idle->ref;
+  }
+  else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
+    co = lua_newthread(L);
+    t->u.thread_ref = luaL_ref(L, -2);
+    lua_pop(L, 1);
+  }
+  t->L = co;
+  if (!lua_checkstack(co, t->nresume + 3))
+    luaL_error(L, "not enough memory");
+  lua_pushcfunction(co, task_entry);
+  if (stage > 0)
+    unstage(co, c, stage, t->nresume, 1);
+  else {
+    lua_rawgeti(co, LUA_REGISTRYINDEX, c->names_ref);
+    lua_rawgeti(co, -1, NAME_INDEX(t->slot));
+    lua_remove(co, -2);
+  }
+}
+
+/* Drops a thread for good (it died by an error, or the pool is full). */
+static void drop_thread (lua_State *L, struct ctx *c, int ref) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
+  luaL_unref(L, -1, ref);
+  lua_pop(L, 1);
+}
+
+/* Keeps task 't''s thread for the next task if it can run one. */
+static void idle_thread (lua_State *L, struct ctx *c, struct task *t) {
+  if (lua_status(t->L) == LUA_OK) { /* finished normally */
+    if (c->nidle == c->cap_idle) {
+      int cap = c->cap_idle ? 2 * c->cap_idle : 64;
+      struct idle_thread *idle = realloc(c->idle, (size_t)cap * sizeof *idle);
+      if (idle != NULL) {
+        c->idle = idle;
+        c->cap_idle = cap;
+      }
+    }
+    if (c->nidle < c->cap_idle) {
+      lua_settop(t->L, 0);
+      if (lua_gethook(t->L) != NULL)
+        lua_sethook(t->L, NULL, 0, 0);
+      c->idle[c->nidle].L = t->L;
+      c->idle[c->nidle].ref = t->u.thread_ref;
+      c->nidle++;
+      t->L = NULL;
+      return;
+    }
+  }
+  drop_thread(L, c, t->u.thread_ref);
+  t->L = NULL;
+}
+
+/*
+** Returns a finished (or abandoned) task's record to the free list and its
+** thread to the idle stack, dropping the references to its function, name,
+** arguments and last error. 'L' is any thread of the state other than the
+** task's.
 */
 void tether__release (lua_State *L, struct ctx *c, struct task *t) {
-  queue_remove(&t->live_node);
   queue_remove(&t->node);
   queue_remove(&t->scope_node);
   tether__remove_deadline(c, &t->sleep);
@@ -179,62 +336,85 @@ void tether__release (lua_State *L, struct ctx *c, struct task *t) {
     lua_rawseti(L, -2, TRACE_ERROR(t->slot));
     lua_pop(L, 1);
   }
-  tether__push_anchors(c, L);
   lua_pushnil(L);
-  lua_rawseti(L, -2, ANCHOR_NAME(t->slot));
-  if (t->L != NULL && lua_status(t->L) == LUA_OK) {
-    lua_settop(t->L, 0);
-    if (lua_gethook(t->L) != NULL)
-      lua_sethook(t->L, NULL, 0, 0);
-  }
-  else { /* died by an error: a new thread when reused */
-    lua_pushnil(L);
-    lua_rawseti(L, -2, ANCHOR_THREAD(t->slot));
-    t->L = NULL;
-  }
-  lua_pop(L, 1);
-  queue_insert_tail(&c->pool, &t->live_node);
-  c->npooled++;
+  set_name(L, c, t->slot);
+  if (t->L != NULL)
+    idle_thread(L, c, t);
+  else if (t->u.stage > 0) /* never ran */
+    unstage(L, c, t->u.stage, t->nresume, 0);
+  put_record(c, t);
 }
+
+/* Forgets every live task without resuming it (after a scheduler failure,
+   so that the loop can still be closed). */
+void tether__abandon_tasks (lua_State *L, struct ctx *c) {
+  int slot;
+  for (slot = 0; slot < c->nslabs * SLAB_RECORDS; slot++) {
+    struct task *t = slot_record(c, slot);
+    if (t == NULL || t->state == TASK_FREE)
+      continue;
+    if (t->L != NULL && lua_status(t->L) != LUA_OK) {
+      drop_thread(L, c, t->u.thread_ref); /* suspended: cannot be reused */
+      t->L = NULL;
+    }
+    tether__release(L, c, t);
+  }
+}
+
+/* Idle records and threads always kept for reuse. */
+#define POOL_MIN 1024
+
+/* Slabs tether__trim_pools looks at per tick. */
+#define TRIM_SCAN 8
 
 /*
-** Gives back part of the pool once a burst of tasks is over: the pool keeps
-** up to as many records as there are live tasks (at least POOL_MIN), so a
-** program that spawns many tasks again and again reuses them, and one that
-** had a burst returns the memory over the following ticks.
+** Gives back part of the idle threads and free records once a burst of
+** tasks is over: each pool keeps up to as many entries as there are live
+** tasks (at least POOL_MIN), so a program that spawns many tasks again and
+** again reuses them, and one that had a burst returns the memory over the
+** following ticks. Records go back a slab at a time, when all of a slab's
+** records are free; a few slabs are looked at per tick, from the top down.
 */
-void tether__trim_pool (lua_State *L, struct ctx *c) {
-  int keep = c->ntasks > POOL_MIN ? c->ntasks : POOL_MIN;
-  int n = (c->npooled - keep) / 8 + 1;
-  if (c->npooled <= keep)
-    return;
-  tether__push_anchors(c, L);
-  while (n-- > 0 && c->npooled > keep) {
-    struct task *t = queue_data(queue_head(&c->pool), struct task, live_node);
-    queue_remove(&t->live_node);
-    c->npooled--;
-    lua_pushnil(L);
-    lua_rawseti(L, -2, ANCHOR_THREAD(t->slot));
-    free_slot(c, t->slot);
-    free(t);
+void tether__trim_pools (lua_State *L, struct ctx *c) {
+  int keep = c->ntasks > POOL_MIN ? c->ntasks : POOL_MIN, i;
+  if (c->nidle > keep) {
+    int n = (c->nidle - keep) / 8 + 1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
+    while (n-- > 0)
+      luaL_unref(L, -1, c->idle[--c->nidle].ref);
+    lua_pop(L, 1);
   }
-  lua_pop(L, 1);
+  for (i = 0; i < TRIM_SCAN && c->nfree_records >= keep + SLAB_RECORDS; i++) {
+    int index = c->trim_cursor - 1; /* top down: the slab array shrinks */
+    if (index < 0 || index >= c->nslabs)
+      index = c->nslabs - 1;
+    c->trim_cursor = index;
+    if (c->slabs[index] != NULL && c->slabs[index]->nused == 0)
+      free_slab(c, index);
+  }
 }
 
-/* Frees every pooled record (the context is being collected). */
-void tether__free_pool (struct ctx *c) {
-  while (!queue_empty(&c->pool)) {
-    struct task *t = queue_data(queue_head(&c->pool), struct task, live_node);
-    queue_remove(&t->live_node);
-    free(t);
+/* Frees every record, live or free (the context is being collected; the
+   threads go with the state). */
+void tether__free_records (struct ctx *c) {
+  int i, j;
+  for (i = 0; i < c->nslabs; i++) {
+    struct slab *sl = c->slabs[i];
+    if (sl == NULL)
+      continue;
+    for (j = 0; j < SLAB_RECORDS; j++)
+      if (sl->records[j].state != TASK_FREE)
+        free(sl->records[j].done);
+    free(sl);
   }
-  c->npooled = 0;
-  free(c->free_slots);
-  c->free_slots = NULL;
-  free(c->records);
-  c->records = NULL;
-  c->cap_records = 0;
-  c->nfree_slots = c->cap_free_slots = 0;
+  free(c->slabs);
+  c->slabs = NULL;
+  c->nslabs = c->cap_slabs = c->nholes = 0;
+  queue_init(&c->free_records);
+  c->nfree_records = 0;
+  free(c->idle);
+  c->idle = NULL;
+  c->nidle = c->cap_idle = 0;
 }
 
 /* }==================================================================== */
@@ -284,7 +464,7 @@ void tether__reraise (lua_State *L, struct task *t) {
 
 /* [-0, +1, -] pushes the traceback recorded for the task's last error. */
 void tether__push_traceback (lua_State *L, struct task *t) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ctx->traces_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, TASK_CTX(t)->traces_ref);
   lua_rawgeti(L, -1, TRACE_TEXT(t->slot));
   lua_remove(L, -2);
   if (lua_isnil(L, -1)) {
@@ -296,8 +476,8 @@ void tether__push_traceback (lua_State *L, struct task *t) {
 /* [-0, +1, m] pushes the task's name: the one given, or "source:line". */
 void tether__push_name (lua_State *L, struct task *t) {
   lua_Debug ar;
-  tether__push_anchors(t->ctx, L);
-  lua_rawgeti(L, -1, ANCHOR_NAME(t->slot));
+  lua_rawgeti(L, LUA_REGISTRYINDEX, TASK_CTX(t)->names_ref);
+  lua_rawgeti(L, -1, NAME_INDEX(t->slot));
   lua_remove(L, -2);
   if (lua_type(L, -1) == LUA_TSTRING)
     return;
@@ -338,33 +518,25 @@ static int task_entry (lua_State *L) {
 /*
 ** [-(nargs+2), +0, m] starts a task running fn(args...), where the stack
 ** holds the task's name (or nil), fn and the nargs arguments. The task first
-** runs in the next batch.
+** runs in the next batch; its thread is bound then (bind_thread).
 */
 struct task *tether__spawn (lua_State *L, struct ctx *c, int nargs,
-                            struct scope *scope, struct group *group,
-                            lua_Integer parent_id) {
-  struct task *t = take_record(L, c);
+                            struct scope *scope, struct group *group) {
+  struct task *t = free_record(L, c);
   int name = lua_absindex(L, -(nargs + 2));
-  if (!lua_checkstack(t->L, nargs + 2)) {
-    queue_insert_tail(&c->pool, &t->live_node);
-    c->npooled++;
-    luaL_error(L, "not enough memory");
-  }
-  tether__push_anchors(c, L);
-  lua_pushvalue(L, lua_isnil(L, name) ? name + 1 : name);
-  lua_rawseti(L, -2, ANCHOR_NAME(t->slot));
-  lua_pop(L, 1);
-  lua_pushcfunction(t->L, task_entry);
-  lua_xmove(L, t->L, nargs + 1);
-  lua_pop(L, 1); /* name */
+  int named = !lua_isnil(L, name);
+  /* What can fail comes first, while the record is still in the free list
+     (a stale name entry is overwritten when the slot is used again). */
+  lua_pushvalue(L, named ? name : name + 1);
+  set_name(L, c, t->slot);
+  t->u.stage = named || nargs > 0 ? stage_values(L, c, name + 1, nargs + 1) : 0;
+  lua_settop(L, name - 1);
+  take_record(c, t);
   t->nresume = nargs + 1;
   t->id = c->next_id++;
-  t->gen = ++c->next_gen;
-  t->parent_id = parent_id;
   t->group = group;
   t->started = 0;
   t->reraise = 0;
-  queue_insert_tail(&c->live, &t->live_node);
   c->ntasks++;
   tether__task_set_scope(t, scope);
   tether__schedule(c, t);
@@ -388,7 +560,10 @@ static void stray_yield_hook (lua_State *L, lua_Debug *ar) {
 /* Resumes a ready task once and handles how it stopped. */
 void tether__resume (struct ctx *c, struct task *t) {
   int nres, status, ok;
-  int nargs = t->nresume;
+  int nargs;
+  if (t->L == NULL)
+    bind_thread(c, t);
+  nargs = t->nresume;
   t->nresume = 0;
   t->ours = 0;
   t->state = TASK_RUNNING;
@@ -433,7 +608,7 @@ void tether__wake (struct task *t, enum wake_status how) {
   queue_remove(&t->node);
   t->abort = NULL;
   t->wake = (unsigned char)how;
-  tether__schedule(t->ctx, t);
+  tether__schedule(TASK_CTX(t), t);
 }
 
 /* Cancellation reached a parked task: withdraw its wait if it allows. */
@@ -463,7 +638,7 @@ int tether__reschedule (lua_State *L, struct task *t, lua_KContext kctx,
                         lua_KFunction k) {
   t->ours = 1;
   t->wake = WAKE_OK;
-  tether__schedule(t->ctx, t);
+  tether__schedule(TASK_CTX(t), t);
   return lua_yieldk(L, 0, kctx, k);
 }
 
@@ -549,7 +724,7 @@ int core_cancel_shielded_checkpoint_as (lua_State *L) {
 }
 
 static int sleep_abort (struct task *t) {
-  tether__remove_deadline(t->ctx, &t->sleep);
+  tether__remove_deadline(TASK_CTX(t), &t->sleep);
   return 1;
 }
 
@@ -564,7 +739,7 @@ static int sleep_until (lua_State *L, struct task *t, double deadline) {
     return tether__reschedule(L, t, 0, tether__checkpoint_k);
   if (deadline == HUGE_VAL)
     return tether__park(L, t, forever_abort, lua_gettop(L), tether__woken_k);
-  if (tether__add_deadline(t->ctx, &t->sleep, deadline) < 0)
+  if (tether__add_deadline(TASK_CTX(t), &t->sleep, deadline) < 0)
     return luaL_error(L, "not enough memory");
   return tether__park(L, t, sleep_abort, lua_gettop(L), tether__woken_k);
 }
@@ -611,15 +786,19 @@ int core_sleep_forever (lua_State *L) {
 ** Task introspection
 ** ===================================================================== */
 
-/* [-0, +1, m] pushes {id =, name =, parent_id =} for a task. */
+/* [-0, +1, m] pushes {id =, name =, parent_id =} for a task. Its parent is
+   the caller of tg:start until started(), then the group's host. */
 static void push_task_info (lua_State *L, struct task *t) {
+  struct task *parent = t->starter != NULL ? t->starter
+                        : t->group != NULL ? t->group->host
+                                           : NULL;
   lua_createtable(L, 0, 3);
   lua_pushinteger(L, t->id);
   lua_setfield(L, -2, "id");
   tether__push_name(L, t);
   lua_setfield(L, -2, "name");
-  if (t->parent_id != 0) {
-    lua_pushinteger(L, t->parent_id);
+  if (parent != NULL) {
+    lua_pushinteger(L, parent->id);
     lua_setfield(L, -2, "parent_id");
   }
 }
@@ -631,14 +810,17 @@ int core_current_task (lua_State *L) {
 
 int core_get_running_tasks (lua_State *L) {
   struct ctx *c = CTX(L);
-  struct queue *q;
   lua_Integer i = 0;
+  int slot;
   if (!c->running)
     return tether__fname_error(L, "tether.get_running_tasks",
                                "called outside tether.run");
   lua_createtable(L, c->ntasks, 0);
-  for (q = c->live.next; q != &c->live; q = q->next) {
-    push_task_info(L, queue_data(q, struct task, live_node));
+  for (slot = 0; slot < c->nslabs * SLAB_RECORDS; slot++) {
+    struct task *t = slot_record(c, slot);
+    if (t == NULL || t->state == TASK_FREE)
+      continue;
+    push_task_info(L, t);
     lua_rawseti(L, -2, ++i);
   }
   return 1;
