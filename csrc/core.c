@@ -27,7 +27,9 @@ struct ctx *tether__ctx (lua_State *L) {
 
 /*
 ** [-0, +1, m] creates (or, when the module is opened again, finds) the
-** metatable of class 'cls' and remembers it by registry index.
+** metatable of class 'cls' and remembers it by registry index and by
+** address (the registry keeps it alive, so no other object can take the
+** address).
 */
 void tether__new_class (lua_State *L, struct ctx *c, enum tether_class cls,
                         const char *name) {
@@ -35,23 +37,24 @@ void tether__new_class (lua_State *L, struct ctx *c, enum tether_class cls,
   if (c->class_refs[cls] == 0) {
     lua_pushvalue(L, -1);
     c->class_refs[cls] = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->class_mts[cls] = lua_topointer(L, -1);
   }
 }
 
 /*
 ** The userdata at 'idx' if it belongs to class 'cls', else NULL. Unlike
-** luaL_testudata, no lookup by name: one rawgeti in the registry's array.
+** luaL_testudata, no lookup by name, not even one in the registry: the
+** metatable's address is compared with the class's.
 */
 void *tether__test_class (lua_State *L, int idx, struct ctx *c,
                           enum tether_class cls) {
   void *p = lua_touserdata(L, idx);
-  int same;
+  const void *mt;
   if (p == NULL || !lua_getmetatable(L, idx))
     return NULL;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->class_refs[cls]);
-  same = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
-  return same ? p : NULL;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt == c->class_mts[cls] ? p : NULL;
 }
 
 /* The userdata at 'idx' if it belongs to class 'cls'; otherwise raises an

@@ -13,8 +13,9 @@ struct event {
   int set;
 };
 
-static struct event *check_event (lua_State *L, const char *fname) {
-  return tether__check_self(L, 1, CTX(L), CLASS_EVENT, fname);
+static struct event *check_event (lua_State *L, struct ctx *c,
+                                  const char *fname) {
+  return tether__check_self(L, 1, c, CLASS_EVENT, fname);
 }
 
 /* tether.Event() */
@@ -28,7 +29,7 @@ static int core_Event (lua_State *L) {
 
 /* event:set(): wakes every waiter; idempotent, not a checkpoint */
 static int event_set (lua_State *L) {
-  struct event *e = check_event(L, "event:set");
+  struct event *e = check_event(L, CTX(L), "event:set");
   if (e->set)
     return 0;
   e->set = 1;
@@ -39,7 +40,7 @@ static int event_set (lua_State *L) {
 }
 
 static int event_is_set (lua_State *L) {
-  lua_pushboolean(L, check_event(L, "event:is_set")->set);
+  lua_pushboolean(L, check_event(L, CTX(L), "event:is_set")->set);
   return 1;
 }
 
@@ -50,8 +51,9 @@ static int waiter_abort (struct task *t) {
 
 /* event:wait(): blocks until set; a checkpoint even when it already is */
 static int event_wait (lua_State *L) {
-  struct event *e = check_event(L, "event:wait");
-  struct task *t = tether__check_task(L, CTX(L), "event:wait");
+  struct ctx *c = CTX(L);
+  struct event *e = check_event(L, c, "event:wait");
+  struct task *t = tether__check_task(L, c, "event:wait");
   if (e->set)
     return tether__reschedule(L, t, 0, tether__checkpoint_k);
   queue_insert_tail(&e->waiters, &t->node);
@@ -59,7 +61,7 @@ static int event_wait (lua_State *L) {
 }
 
 static int event__tostring (lua_State *L) {
-  struct event *e = check_event(L, "event:__tostring");
+  struct event *e = check_event(L, CTX(L), "event:__tostring");
   lua_pushfstring(L, "tether.Event (%s): %p", e->set ? "set" : "not set",
                   (void *)e);
   return 1;

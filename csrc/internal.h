@@ -236,14 +236,15 @@ struct ctx {
   struct idle_thread *idle; /* idle threads, most recently used last */
   int nidle;
   int cap_idle;
-  int classes_ref;          /* error classes registered by the facade */
-  int class_refs[NCLASSES]; /* metatables of the userdata classes */
-  int ntasks;               /* live tasks */
-  int running;              /* inside tether.run */
-  int in_callback;          /* in the tick or posted callbacks */
-  int stopping;             /* main task done: leave uv_run */
-  int fatal_ref;            /* error raised by the scheduler itself */
-  double watchdog_seconds;  /* 0: off */
+  int classes_ref;                 /* error classes registered by the facade */
+  int class_refs[NCLASSES];        /* metatables of the userdata classes */
+  const void *class_mts[NCLASSES]; /* the same, by address */
+  int ntasks;                      /* live tasks */
+  int running;                     /* inside tether.run */
+  int in_callback;                 /* in the tick or posted callbacks */
+  int stopping;                    /* main task done: leave uv_run */
+  int fatal_ref;                   /* error raised by the scheduler itself */
+  double watchdog_seconds;         /* 0: off */
   int watchdog_fired;
   int interrupted;                        /* Ctrl+C cancelled the run */
   struct sigwatch *sigwatch[TETHER_NSIG]; /* per signal: this loop's watcher */

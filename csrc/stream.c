@@ -43,9 +43,9 @@ struct handle {
 
 /* The handle at SLOT_HANDLE, of the send end ('sending') or the receive end;
    raises an error naming 'fname' otherwise. */
-static struct handle *check_handle (lua_State *L, int sending,
+static struct handle *check_handle (lua_State *L, struct ctx *c, int sending,
                                     const char *fname) {
-  return tether__check_self(L, SLOT_HANDLE, CTX(L),
+  return tether__check_self(L, SLOT_HANDLE, c,
                             sending ? CLASS_SEND : CLASS_RECEIVE, fname);
 }
 
@@ -57,9 +57,9 @@ static int raise_error (lua_State *L, const char *name, const char *fname,
   return lua_error(L);
 }
 
-static struct handle *open_handle (lua_State *L, int sending,
+static struct handle *open_handle (lua_State *L, struct ctx *c, int sending,
                                    const char *fname) {
-  struct handle *h = check_handle(L, sending, fname);
+  struct handle *h = check_handle(L, c, sending, fname);
   if (h->closed)
     raise_error(L, "ClosedResourceError", fname,
                 "this stream handle is closed");
@@ -124,7 +124,7 @@ static void check_item (lua_State *L, const char *fname) {
 /* send:send_nowait(item) */
 static int send_nowait (lua_State *L) {
   const char *fname = "send:send_nowait";
-  struct handle *h = open_handle(L, 1, fname);
+  struct handle *h = open_handle(L, CTX(L), 1, fname);
   check_item(L, fname);
   if (!try_send(L, h->s, SLOT_ITEM, fname))
     return raise_error(L, "WouldBlock", fname,
@@ -157,11 +157,13 @@ static int cancelled_k (lua_State *L, int status, lua_KContext k) {
 /* send:send(item): waits (FIFO) until a receiver or the buffer takes it */
 static int send_send (lua_State *L) {
   const char *fname = "send:send";
-  struct handle *h = open_handle(L, 1, fname);
+  struct ctx *c = CTX(L);
+  struct handle *h = open_handle(L, c, 1, fname);
   struct task *t;
   check_item(L, fname);
-  t = tether__check_task(L, CTX(L), fname);
-  lua_settop(L, SLOT_ITEM);
+  t = tether__check_task(L, c, fname);
+  if (lua_gettop(L) != SLOT_ITEM) /* lua_settop is not free: skip it */
+    lua_settop(L, SLOT_ITEM);
   if (t->scope->effective)
     return tether__reschedule(L, t, -1, cancelled_k);
   if (try_send(L, h->s, SLOT_ITEM, fname))
@@ -220,7 +222,7 @@ static int try_receive (lua_State *L, struct stream *s) {
 /* receive:receive_nowait() */
 static int receive_nowait (lua_State *L) {
   const char *fname = "receive:receive_nowait";
-  struct handle *h = open_handle(L, 0, fname);
+  struct handle *h = open_handle(L, CTX(L), 0, fname);
   switch (try_receive(L, h->s)) {
     case 1:
       return 1;
@@ -260,9 +262,11 @@ static int received_k (lua_State *L, int status, lua_KContext k) {
 
 static int receive (lua_State *L, int iterating) {
   const char *fname = "receive:receive";
-  struct handle *h = open_handle(L, 0, fname);
-  struct task *t = tether__check_task(L, CTX(L), fname);
-  lua_settop(L, SLOT_HANDLE);
+  struct ctx *c = CTX(L);
+  struct handle *h = open_handle(L, c, 0, fname);
+  struct task *t = tether__check_task(L, c, fname);
+  if (lua_gettop(L) != SLOT_HANDLE)
+    lua_settop(L, SLOT_HANDLE);
   if (t->scope->effective)
     return tether__reschedule(L, t, iterating, cancelled_k);
   switch (try_receive(L, h->s)) {
@@ -343,8 +347,8 @@ static int core_create_memory_object_stream (lua_State *L) {
 
 /* handle:clone(): a new handle on the same end */
 static int handle_clone (lua_State *L) {
-  struct handle *h =
-      open_handle(L, SENDING(L), END_NAME(L, "send:clone", "receive:clone"));
+  struct handle *h = open_handle(L, CTX(L), SENDING(L),
+                                 END_NAME(L, "send:clone", "receive:clone"));
   if (h->sending)
     h->s->open_send++;
   else
@@ -385,8 +389,8 @@ static void wake_parked (lua_State *L, struct queue *q, int *count,
 ** closes, blocked senders get BrokenResourceError.
 */
 static int handle_close (lua_State *L) {
-  struct handle *h =
-      check_handle(L, SENDING(L), END_NAME(L, "send:close", "receive:close"));
+  struct handle *h = check_handle(L, CTX(L), SENDING(L),
+                                  END_NAME(L, "send:close", "receive:close"));
   struct stream *s;
   if (h->closed)
     return 0;
@@ -411,7 +415,7 @@ static int handle_close (lua_State *L) {
 /* handle:statistics() */
 static int handle_statistics (lua_State *L) {
   struct stream *s =
-      open_handle(L, SENDING(L),
+      open_handle(L, CTX(L), SENDING(L),
                   END_NAME(L, "send:statistics", "receive:statistics"))
           ->s;
   lua_createtable(L, 0, 6);
@@ -434,7 +438,7 @@ static int handle_statistics (lua_State *L) {
 }
 
 static int handle__tostring (lua_State *L) {
-  struct handle *h = check_handle(L, SENDING(L), "stream:__tostring");
+  struct handle *h = check_handle(L, CTX(L), SENDING(L), "stream:__tostring");
   lua_pushfstring(L, "%s (%s): %p",
                   SENDING(L) ? TETHER_SEND_MT : TETHER_RECEIVE_MT,
                   h->closed ? "closed" : "open", (void *)h);

@@ -571,7 +571,8 @@ void tether__resume (struct ctx *c, struct task *t) {
   status = lua_resume(t->L, c->from, nargs, &nres);
   c->current = NULL;
   if (status == LUA_YIELD) {
-    lua_pop(t->L, nres);
+    if (nres > 0) /* tether's own yields pass nothing */
+      lua_pop(t->L, nres);
     if (!t->ours) {
       lua_sethook(t->L, stray_yield_hook, LUA_MASKCOUNT, 1);
       tether__schedule(c, t);
