@@ -419,7 +419,6 @@ local STATUS = {
   -- kept, so the count falls to near half of the burst).
   trimmed = { label = "the task status of a task that finished in a burst of 2000 tasks "
       .. "whose records were given back", fixture = function(body)
-    local core = require "tether.core"
     local leaked, burst
     tether.task_group(function(tg)
       for _ = 1, 2000 do tg:start_soon(tether.checkpoint) end
