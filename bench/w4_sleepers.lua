@@ -5,6 +5,12 @@
 --
 --   tether   tg:start_soon(sleeper, d) in one task group; sleeper calls tether.sleep(d)
 --   floor    raw luv: uv.new_timer() per delay, its callback closes it (no tasks)
+--   coroutines  not a sleeper: the floor under tether's overhead. The wall
+--            time to create a plain coroutine per sleeper and resume it once
+--            (it reads the clock, as tether.sleep does to compute its deadline,
+--            and yields), then resume each to its end. With sleep measured
+--            from the current time, the last of N tasks cannot start its
+--            sleep before this much of it has passed; reported as overhead_s.
 --   cqueues  cq:wrap(sleeper, d); sleeper calls cqueues.sleep(d); cq:loop()
 --   luv      bench/luv_sched.lua: group:spawn(sleeper, d); sleeper calls
 --            sched.sleep(d) (a uv timer per sleep); group:wait()
@@ -13,7 +19,8 @@ package.path = ((arg[0]:match("^(.*)[/\\]") or ".") .. "/?.lua;") .. package.pat
 local common = require "common"
 
 local W = "w4"
-local variant = common.variant("w4_sleepers", common.VARIANTS)
+local variant = common.variant("w4_sleepers",
+  { "tether", "floor", "coroutines", "cqueues", "luv" })
 local N = tonumber(os.getenv("BENCH_W4_N")) or 100000
 local clock = common.clock(variant)
 
@@ -49,6 +56,23 @@ function run.floor()
   uv.run("default")
 end
 
+function run.coroutines()
+  local hrtime = require("luv").hrtime
+  local create, resume, yield = coroutine.create, coroutine.resume, coroutine.yield
+  local function sleeper(d)
+    local deadline = hrtime() + d * 1e9
+    yield()
+    return deadline
+  end
+  local cos = {}
+  for i = 1, N do
+    local co = create(sleeper)
+    assert(resume(co, delays[i]))
+    cos[i] = co
+  end
+  for i = 1, N do assert(resume(cos[i])) end
+end
+
 function run.cqueues()
   local cqueues = require "cqueues"
   local sleep = cqueues.sleep
@@ -73,6 +97,7 @@ common.full_gc()
 local t0 = clock()
 run[variant]()
 local wall = clock() - t0
+if variant == "coroutines" then longest = 0 end -- it does not sleep
 common.result(W, variant, {
   { "overhead_s", wall - longest }, { "wall_s", wall }, { "longest_s", longest }, { "n", N },
 })
