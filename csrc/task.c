@@ -265,8 +265,11 @@ static void bind_thread (struct ctx *c, struct task *t) {
     lua_pop(L, 1);
   }
   t->L = co;
-  if (!lua_checkstack(co, t->nresume + 3))
+  if (!lua_checkstack(co, t->nresume + 3)) {
+    if (stage > 0) /* tether__release sees a bound task: drop them now */
+      unstage(L, c, stage, t->nresume, 0);
     luaL_error(L, "not enough memory");
+  }
   lua_pushcfunction(co, task_entry);
   if (stage > 0)
     unstage(co, c, stage, t->nresume, 1);
