@@ -107,8 +107,8 @@ struct task {
   int nresume;    /* values pushed for its next resume; before the first
                      run, its staged function and arguments */
   union {
-    int stage;      /* before the first run: index of its function in the
-                       stage table, 0 when the name table holds it */
+    int stage;      /* before the first run: index of its staged values
+                       in the stage table (see task.c), 0 if none */
     int thread_ref; /* once bound: its thread's index in the thread table */
   } u;
   unsigned state : 3;   /* enum task_state */
@@ -117,6 +117,8 @@ struct task {
   unsigned started : 1; /* task_status:started() was called */
   unsigned reraise : 1; /* next message handler call is a re-raise */
   unsigned traced : 1;  /* has entries in the trace table */
+  unsigned named : 1;   /* spawned with a name (else the name table holds
+                           its function) */
 };
 
 #define TASK_CTX(t) ((t)->scope->ctx)

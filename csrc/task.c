@@ -70,9 +70,9 @@ struct task *tether__check_task (lua_State *L, struct ctx *c,
 ** Task records and threads
 **
 ** A record is taken when a task is spawned; its thread only when the task
-** first runs. Until then the task's function and arguments wait in the stage
-** table (or, for a task spawned with neither name nor arguments, the function
-** alone waits in the name table, where it is needed anyway). A finished
+** first runs. Until then its arguments wait in the stage table, and its
+** function in the name table, where an unnamed task needs it anyway to
+** derive its name (a named task stages its function too). A finished
 ** task's thread goes to the idle stack and runs the next task to start, so a
 ** burst of short tasks runs on a few hot threads instead of one cold thread
 ** each. Both freed records and idle threads are reused most recent first.
@@ -213,6 +213,10 @@ static int stage_values (lua_State *L, struct ctx *c, int first, int n) {
   return at;
 }
 
+/* How many values task 't' has in the stage table (if any): its function
+   and arguments, or, when the name table holds its function, the arguments. */
+#define NSTAGED(t) ((t)->named ? (t)->nresume : (t)->nresume - 1)
+
 /* Stage tables that grew past this many entries are replaced when they
    empty, to give the memory of a burst back. */
 #define STAGE_KEEP 1024
@@ -267,17 +271,17 @@ static void bind_thread (struct ctx *c, struct task *t) {
   t->L = co;
   if (!lua_checkstack(co, t->nresume + 3)) {
     if (stage > 0) /* tether__release sees a bound task: drop them now */
-      unstage(L, c, stage, t->nresume, 0);
+      unstage(L, c, stage, NSTAGED(t), 0);
     luaL_error(L, "not enough memory");
   }
   lua_pushcfunction(co, task_entry);
-  if (stage > 0)
-    unstage(co, c, stage, t->nresume, 1);
-  else {
+  if (!t->named) { /* its function is in the name table */
     lua_rawgeti(co, LUA_REGISTRYINDEX, c->names_ref);
     lua_rawgeti(co, -1, NAME_INDEX(t->slot));
     lua_remove(co, -2);
   }
+  if (stage > 0)
+    unstage(co, c, stage, NSTAGED(t), 1);
 }
 
 /* Drops a thread for good (it died by an error, or the pool is full). */
@@ -344,7 +348,7 @@ void tether__release (lua_State *L, struct ctx *c, struct task *t) {
   if (t->L != NULL)
     idle_thread(L, c, t);
   else if (t->u.stage > 0) /* never ran */
-    unstage(L, c, t->u.stage, t->nresume, 0);
+    unstage(L, c, t->u.stage, NSTAGED(t), 0);
   put_record(c, t);
 }
 
@@ -532,7 +536,11 @@ struct task *tether__spawn (lua_State *L, struct ctx *c, int nargs,
      (a stale name entry is overwritten when the slot is used again). */
   lua_pushvalue(L, named ? name : name + 1);
   set_name(L, c, t->slot);
-  t->u.stage = named || nargs > 0 ? stage_values(L, c, name + 1, nargs + 1) : 0;
+  if (named)
+    t->u.stage = stage_values(L, c, name + 1, nargs + 1);
+  else
+    t->u.stage = nargs > 0 ? stage_values(L, c, name + 2, nargs) : 0;
+  t->named = (unsigned)named;
   lua_settop(L, name - 1);
   take_record(c, t);
   t->nresume = nargs + 1;

@@ -79,6 +79,36 @@ describe("task start", function()
     assert.same({ n = 4, 1, nil, "three", nil }, got)
   end)
 
+  -- Tasks wait for their first run with their arguments set aside (task.c's stage
+  -- table); those spawned in one batch, named or not, with or without arguments, must
+  -- each get exactly theirs, also when some of them start their own tasks first.
+  it("gives every task of a burst its own function, name and arguments", function()
+    local got, want = {}, {}
+    helper.run(function()
+      tether.task_group(function(tg)
+        for i = 1, 300 do
+          local args = table.pack(i, (i % 3 == 0) and nil or -i, i % 5 == 0 and "five" or nil)
+          args.n = i % 4 -- 0 to 3 arguments
+          local name = i % 2 == 0 and ("task-" .. i) or nil
+          local function body(...)
+            if i % 7 == 0 then -- spawns more while the burst still waits
+              tg:start_soon(function(x) got["child-" .. i] = x end, i * 10)
+              want["child-" .. i] = i * 10
+            end
+            got[i] = { table.pack(...), name and tether.current_task().name }
+          end
+          want[i] = { { n = args.n, table.unpack(args, 1, args.n) }, name }
+          if name then
+            tg:start_soon(name, body, table.unpack(args, 1, args.n))
+          else
+            tg:start_soon(body, table.unpack(args, 1, args.n))
+          end
+        end
+      end)
+    end)
+    assert.same(want, got)
+  end)
+
   it("accepts a callable table as the task function", function()
     local got
     helper.run(function()
