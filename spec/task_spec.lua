@@ -109,6 +109,28 @@ describe("task start", function()
     assert.same(want, got)
   end)
 
+  -- docs/guide.md §1 tells users that coroutines are reused; what one task set on its
+  -- coroutine must not reach the next.
+  it("runs a later task on a finished task's coroutine, with its hook cleared", function()
+    local first, second, hook
+    helper.run(function()
+      tether.task_group(function(tg)
+        tg:start_soon(function()
+          first = coroutine.running()
+          debug.sethook(function() end, "", 1e6)
+        end)
+      end)
+      tether.task_group(function(tg)
+        tg:start_soon(function()
+          second = coroutine.running()
+          hook = debug.gethook()
+        end)
+      end)
+    end)
+    assert.equal(first, second)
+    assert.is_nil(hook)
+  end)
+
   it("accepts a callable table as the task function", function()
     local got
     helper.run(function()
