@@ -164,25 +164,25 @@ static int wait_children (lua_State *L, struct group *g, struct task *t) {
     g->waiting = 1;
     g->yielded = 1;
     t->wait_data = g;
-    return tether__park(L, t, exit_abort, 0, exit_k);
+    return tether__park(L, t, exit_abort, lua_gettop(L), exit_k);
   }
   if (!g->yielded) {
     g->yielded = 1;
-    return tether__reschedule(L, t, 0, exit_k);
+    return tether__reschedule(L, t, lua_gettop(L), exit_k);
   }
   return finish(L, g, t);
 }
 
-static int exit_k (lua_State *L, int status, lua_KContext k) {
+static int exit_k (lua_State *L, int status, lua_KContext base) {
+  struct task *t = tether__resumed(L, (int)base, base, exit_k);
   (void)status;
-  (void)k;
-  return wait_children(L, lua_touserdata(L, 1), CTX(L)->current);
+  return wait_children(L, lua_touserdata(L, 1), t);
 }
 
 /* The body returned or raised: record its error, then wait for children. */
 static int body_k (lua_State *L, int status, lua_KContext k) {
   struct group *g = lua_touserdata(L, 1);
-  struct task *t = CTX(L)->current;
+  struct task *t = g->host; /* not ctx->current: see tether__resumed */
   (void)k;
   if (status != LUA_OK && status != LUA_YIELD) {
     if (tether__is_class(L, -1, "Cancelled")) {

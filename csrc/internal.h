@@ -337,6 +337,8 @@ TETHER__HIDDEN int tether__woken_k (lua_State *L, int status,
                                     lua_KContext base);
 TETHER__HIDDEN int tether__msgh (lua_State *L);
 TETHER__HIDDEN void tether__reraise (lua_State *L, struct task *t);
+TETHER__HIDDEN struct task *
+tether__resumed (lua_State *L, int base, lua_KContext kctx, lua_KFunction k);
 TETHER__HIDDEN void tether__push_name (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__push_traceback (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__free_records (struct ctx *c);

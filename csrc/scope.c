@@ -340,7 +340,7 @@ int core_fail_at (lua_State *L) {
 /* scope:run continuation: exit the scope and deliver the outcome. */
 static int scope_run_k (lua_State *L, int status, lua_KContext k) {
   struct scope *s = lua_touserdata(L, 1);
-  struct task *t = CTX(L)->current;
+  struct task *t = s->host; /* not ctx->current: see tether__resumed */
   int ok = status == LUA_OK || status == LUA_YIELD;
   (void)k;
   if (tether__scope_exit(L, t, s, ok)) {

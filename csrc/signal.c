@@ -509,8 +509,8 @@ static int reader_abort (struct task *t) {
 
 /* After the checkpoint of a read with a signal already pending. */
 static int receive_k (lua_State *L, int status, lua_KContext parked) {
+  struct task *t = tether__resumed(L, 1, parked, receive_k);
   struct receiver *r = lua_touserdata(L, 1);
-  struct task *t = CTX(L)->current;
   int signum;
   unsigned count;
   (void)status;

@@ -148,9 +148,10 @@ static int receive (lua_State *L, int iterating);
 ** (a shield may have been raised meanwhile). 'k' tells which call it was.
 */
 static int cancelled_k (lua_State *L, int status, lua_KContext k) {
+  struct task *t = tether__resumed(L, -1, k, cancelled_k);
   (void)status;
-  if (CTX(L)->current->scope->effective)
-    return tether__raise_cancelled(L, CTX(L)->current);
+  if (t->scope->effective)
+    return tether__raise_cancelled(L, t);
   return k < 0 ? send_send(L) : receive(L, (int)k);
 }
 
@@ -242,8 +243,9 @@ static int receiver_abort (struct task *t) {
 
 /* After a receive parked: an item, or nothing when the stream ended. */
 static int receive_k (lua_State *L, int status, lua_KContext iterating) {
+  struct task *t = tether__resumed(L, SLOT_HANDLE, iterating, receive_k);
   (void)status;
-  tether__check_wake(L, CTX(L)->current);
+  tether__check_wake(L, t);
   if (lua_gettop(L) > 1)
     return 1;
   if (iterating)
@@ -254,9 +256,8 @@ static int receive_k (lua_State *L, int status, lua_KContext iterating) {
 
 /* After the schedule point of a receive that found its item at once. */
 static int received_k (lua_State *L, int status, lua_KContext k) {
-  (void)L;
   (void)status;
-  (void)k;
+  tether__resumed(L, SLOT_ITEM, k, received_k);
   return 1;
 }
 

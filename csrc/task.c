@@ -560,7 +560,12 @@ struct task *tether__spawn (lua_State *L, struct ctx *c, int nargs,
 ** so the error unwinds the task normally (closing <close> variables).
 */
 static void stray_yield_hook (lua_State *L, lua_Debug *ar) {
+  struct task *t = tether__ctx(L)->current;
   (void)ar;
+  if (t == NULL || t->L != L) { /* a coroutine.resume from elsewhere */
+    lua_yield(L, 0);            /* (see tether__resumed) */
+    return;
+  }
   lua_sethook(L, NULL, 0, 0);
   luaL_error(L, "coroutine.yield: a tether task cannot yield to the loop; "
                 "block with tether's functions (tether.checkpoint, "
@@ -654,6 +659,44 @@ int tether__reschedule (lua_State *L, struct task *t, lua_KContext kctx,
   return lua_yieldk(L, 0, kctx, k);
 }
 
+/* The live task whose thread is 'L', or NULL (a scan: for rare paths). */
+static struct task *task_of_thread (struct ctx *c, lua_State *L) {
+  int slot;
+  for (slot = 0; slot < c->nslabs * SLAB_RECORDS; slot++) {
+    struct task *t = slot_record(c, slot);
+    if (t != NULL && t->state != TASK_FREE && t->L == L)
+      return t;
+  }
+  return NULL;
+}
+
+/*
+** Every continuation of a wait starts here, and gets the task back when the
+** scheduler resumed it. Otherwise a coroutine.resume from elsewhere (of the
+** task's coroutine, taken with coroutine.running) reached the wait, with the
+** task still on the run queue or parked: acting on it then would corrupt the
+** scheduler. Instead, the values that resume passed are dropped (the stack
+** goes back to 'base' plus what a waker left for the task; 'base' < 0 leaves
+** it, for a continuation that returns nothing) and the task yields again at
+** once, so it goes on waiting; that resume returns true and a message.
+*/
+struct task *tether__resumed (lua_State *L, int base, lua_KContext kctx,
+                              lua_KFunction k) {
+  struct ctx *c = CTX(L);
+  struct task *t = c->current;
+  if (t != NULL && t->L == L)
+    return t;
+  if (base >= 0) {
+    struct task *self = task_of_thread(c, L);
+    lua_settop(L, base + (self != NULL ? self->nresume : 0));
+  }
+  lua_pushliteral(L, "coroutine.resume: this coroutine runs a tether task, "
+                     "which only tether resumes; the task goes on waiting "
+                     "(wake it with an Event, a stream or a cancel scope)");
+  lua_yieldk(L, 1, kctx, k); /* does not return */
+  return NULL;
+}
+
 /* In a continuation: raises Cancelled or the error value the waker left. */
 void tether__check_wake (lua_State *L, struct task *t) {
   if (t->wake == WAKE_CANCELLED)
@@ -670,9 +713,8 @@ void tether__check_wake (lua_State *L, struct task *t) {
 
 /* Continuation of a checkpoint: raises Cancelled if cancelled by now. */
 int tether__checkpoint_k (lua_State *L, int status, lua_KContext k) {
-  struct task *t = CTX(L)->current;
+  struct task *t = tether__resumed(L, -1, k, tether__checkpoint_k);
   (void)status;
-  (void)k;
   if (t->scope->effective)
     return tether__raise_cancelled(L, t);
   return 0;
@@ -680,15 +722,14 @@ int tether__checkpoint_k (lua_State *L, int status, lua_KContext k) {
 
 /* Continuation of a schedule point that is not a cancel point. */
 int tether__scheduled_k (lua_State *L, int status, lua_KContext k) {
-  (void)L;
   (void)status;
-  (void)k;
+  tether__resumed(L, -1, k, tether__scheduled_k);
   return 0;
 }
 
 /* Continuation of a plain park: raise, or return the values left for us. */
 int tether__woken_k (lua_State *L, int status, lua_KContext base) {
-  struct task *t = CTX(L)->current;
+  struct task *t = tether__resumed(L, (int)base, base, tether__woken_k);
   (void)status;
   tether__check_wake(L, t);
   return lua_gettop(L) - (int)base;

@@ -615,3 +615,99 @@ describe("a million tasks", function()
       assert.equal(0, early) -- no task woke before its deadline
     end)
 end)
+
+-- A task's coroutine can be taken with coroutine.running() and resumed by hand. Doing
+-- so must not run the task (its scheduler state would no longer match its coroutine):
+-- the resume returns true and a message, the task goes on waiting, and it later ends
+-- with what it would have got anyway.
+describe("coroutine.resume of a task's coroutine from another task", function()
+  local WAITS = {
+    { "sleeping", function() tether.sleep(0.01) return "slept" end, function() end,
+      "slept" },
+    { "waiting on an Event", function(w) w.event:wait() return "set" end,
+      function(w) w.event:set() end, "set" },
+    { "receiving from a stream", function(w) return w.receive:receive() end,
+      function(w) w.send:send("item") end, "item" },
+    { "sending on a stream", function(w) w.send:send("sent") return "done" end,
+      function(w) assert(w.receive:receive() == "sent") end, "done" },
+    { "acquiring a held Lock", function(w) w.lock:acquire() w.lock:release() return "got it" end,
+      function(w) w.lock:release() end, "got it" },
+    { "waiting for its group's children", function(w)
+        tether.task_group(function(tg) tg:start_soon(function() w.event:wait() end) end)
+        return "joined"
+      end, function(w) w.event:set() end, "joined" },
+    { "reading a signal receiver", function(w)
+        local signals <close> = tether.open_signal_receiver("SIGURG")
+        w.receiver_open:set()
+        return (signals:receive())
+      end, function() tether.kill(tether.getpid(), "SIGURG") end, tether.SIGURG },
+  }
+
+  for _, case in ipairs(WAITS) do
+    local label, block, release, want = case[1], case[2], case[3], case[4]
+    it("leaves a task " .. label .. " waiting, and it ends as it would have", function()
+      local resumed, got
+      helper.run(function()
+        local w = { event = tether.Event(), lock = tether.Lock(),
+                    receiver_open = tether.Event() }
+        w.send, w.receive = tether.create_memory_object_stream(0)
+        w.lock:acquire()
+        tether.task_group(function(tg)
+          local co
+          tg:start_soon(function()
+            co = coroutine.running()
+            got = table.pack(block(w))
+          end)
+          if label:match("signal") then w.receiver_open:wait() end
+          tether.wait_all_tasks_blocked()
+          resumed = table.pack(coroutine.resume(co, "junk", "more junk"))
+          release(w)
+        end)
+      end)
+      assert.same({ n = 1, want }, got)
+      assert.equal(2, resumed.n)
+      assert.is_true(resumed[1])
+      assert.matches("^coroutine%.resume: this coroutine runs a tether task", resumed[2])
+    end)
+  end
+
+  -- The two states in which the task is not parked: on the run queue after a
+  -- checkpoint, and woken with a value already handed to it.
+  it("leaves a task on the run queue to run from its checkpoint", function()
+    local log, resumed = {}, nil
+    helper.run(function()
+      tether.task_group(function(tg)
+        local co
+        tg:start_soon(function()
+          co = coroutine.running()
+          tether.checkpoint()
+          log[#log + 1] = "task after checkpoint"
+        end)
+        tether.checkpoint() -- the task runs, then waits on the run queue behind us
+        resumed = table.pack(coroutine.resume(co, "junk"))
+        log[#log + 1] = "main resumed it"
+      end)
+    end)
+    assert.same({ "main resumed it", "task after checkpoint" }, log)
+    assert.is_true(resumed[1])
+    assert.matches("^coroutine%.resume: ", resumed[2])
+  end)
+
+  it("keeps the value a stream already handed to the task", function()
+    local got
+    helper.run(function()
+      local send, receive = tether.create_memory_object_stream(0)
+      tether.task_group(function(tg)
+        local co
+        tg:start_soon(function()
+          co = coroutine.running()
+          got = table.pack(receive:receive())
+        end)
+        tether.wait_all_tasks_blocked()
+        send:send_nowait("handed") -- the task is now ready with the item
+        assert(coroutine.resume(co, "junk", "more junk"))
+      end)
+    end)
+    assert.same({ n = 1, "handed" }, got)
+  end)
+end)
