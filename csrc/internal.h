@@ -310,17 +310,29 @@ TETHER__HIDDEN void tether__remove_deadline (struct ctx *c,
 TETHER__HIDDEN int tether__debug_stats (lua_State *L);
 TETHER__HIDDEN int tether__set_watchdog (lua_State *L);
 
+/* record.c */
+TETHER__HIDDEN struct task *tether__spawn (lua_State *L, struct ctx *c,
+                                           int nargs, struct scope *scope,
+                                           struct group *group);
+TETHER__HIDDEN void tether__bind_thread (struct ctx *c, struct task *t);
+TETHER__HIDDEN void tether__release (lua_State *L, struct ctx *c,
+                                     struct task *t);
+TETHER__HIDDEN void tether__abandon_tasks (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__trim_pools (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__free_records (struct ctx *c);
+TETHER__HIDDEN struct task *tether__record (struct ctx *c, int slot,
+                                            lua_Integer id);
+TETHER__HIDDEN struct task *tether__live_record (struct ctx *c, int slot);
+TETHER__HIDDEN int tether__nslots (const struct ctx *c);
+TETHER__HIDDEN struct task *tether__thread_task (struct ctx *c, lua_State *L);
+
 /* task.c */
+TETHER__HIDDEN int tether__task_entry (lua_State *L);
 TETHER__HIDDEN struct task *tether__current (lua_State *L, struct ctx *c,
                                              const char *fname);
 TETHER__HIDDEN struct task *tether__check_task (lua_State *L, struct ctx *c,
                                                 const char *fname);
-TETHER__HIDDEN struct task *tether__spawn (lua_State *L, struct ctx *c,
-                                           int nargs, struct scope *scope,
-                                           struct group *group);
 TETHER__HIDDEN void tether__resume (struct ctx *c, struct task *t);
-TETHER__HIDDEN void tether__release (lua_State *L, struct ctx *c,
-                                     struct task *t);
 TETHER__HIDDEN int tether__park (lua_State *L, struct task *t,
                                  tether_abort_fn abort, lua_KContext kctx,
                                  lua_KFunction k);
@@ -341,11 +353,6 @@ TETHER__HIDDEN struct task *
 tether__resumed (lua_State *L, int base, lua_KContext kctx, lua_KFunction k);
 TETHER__HIDDEN void tether__push_name (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__push_traceback (lua_State *L, struct task *t);
-TETHER__HIDDEN void tether__free_records (struct ctx *c);
-TETHER__HIDDEN void tether__trim_pools (lua_State *L, struct ctx *c);
-TETHER__HIDDEN void tether__abandon_tasks (lua_State *L, struct ctx *c);
-TETHER__HIDDEN struct task *tether__record (struct ctx *c, int slot,
-                                            lua_Integer id);
 TETHER__HIDDEN int tether__fname_error (lua_State *L, const char *fname,
                                         const char *fmt, ...);
 TETHER__HIDDEN int core_sleep (lua_State *L);

@@ -44,6 +44,7 @@ build = {
         "csrc/group.c",
         "csrc/loop.c",
         "csrc/park.c",
+        "csrc/record.c",
         "csrc/scope.c",
         "csrc/signal.c",
         "csrc/stream.c",

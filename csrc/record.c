@@ -1,0 +1,417 @@
+/*
+** record.c
+** Where tasks live: their C records, in slabs, and their Lua threads.
+** Spawning (a record, the function and arguments set aside), binding a
+** thread at the first run, releasing both when the task ends, and giving
+** memory back after a burst.
+**
+** A record is taken when a task is spawned; its thread only when the task
+** first runs. Until then its arguments wait in the stage table, and its
+** function in the name table, where an unnamed task needs it anyway to
+** derive its name (a named task stages its function too). A finished
+** task's thread goes to the idle stack and runs the next task to start, so a
+** burst of short tasks runs on a few hot threads instead of one cold thread
+** each. Both freed records and idle threads are reused most recent first.
+*/
+
+#include <limits.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+/*
+** Records are allocated a slab at a time: no allocator overhead per record,
+** neighbours in memory, and a slot number that finds the record without a
+** table. Slot = slab index * SLAB_RECORDS + index in the slab.
+*/
+#define SLAB_SHIFT   6
+#define SLAB_RECORDS (1 << SLAB_SHIFT)
+
+struct slab {
+  int nused; /* records not in the free list */
+  struct task records[SLAB_RECORDS];
+};
+
+/* The record in 'slot', or NULL if its slab was freed (or never existed). */
+static struct task *slot_record (struct ctx *c, int slot) {
+  struct slab *sl;
+  if (slot < 0 || (slot >> SLAB_SHIFT) >= c->nslabs)
+    return NULL;
+  sl = c->slabs[slot >> SLAB_SHIFT];
+  return sl != NULL ? &sl->records[slot & (SLAB_RECORDS - 1)] : NULL;
+}
+
+static struct slab *slab_of (struct ctx *c, struct task *t) {
+  return c->slabs[t->slot >> SLAB_SHIFT];
+}
+
+/* The live task in 'slot' if it is still task 'id'. */
+struct task *tether__record (struct ctx *c, int slot, lua_Integer id) {
+  struct task *t = slot_record(c, slot);
+  if (t == NULL || t->id != id || t->state == TASK_FREE ||
+      t->state == TASK_DONE)
+    return NULL;
+  return t;
+}
+
+/* The live task in 'slot', or NULL; slots run from 0 to tether__nslots(). */
+struct task *tether__live_record (struct ctx *c, int slot) {
+  struct task *t = slot_record(c, slot);
+  return t != NULL && t->state != TASK_FREE ? t : NULL;
+}
+
+int tether__nslots (const struct ctx *c) {
+  return c->nslabs * SLAB_RECORDS;
+}
+
+/* The live task whose thread is 'L', or NULL (a scan: for rare paths). */
+struct task *tether__thread_task (struct ctx *c, lua_State *L) {
+  int slot;
+  for (slot = 0; slot < tether__nslots(c); slot++) {
+    struct task *t = tether__live_record(c, slot);
+    if (t != NULL && t->L == L)
+      return t;
+  }
+  return NULL;
+}
+
+/* Adds a slab of free records (in a hole of 'slabs' if there is one). */
+static void new_slab (lua_State *L, struct ctx *c) {
+  struct slab *sl;
+  int index = c->nslabs, i;
+  if (c->nholes > 0)
+    for (index = 0; c->slabs[index] != NULL; index++)
+      ;
+  else if (c->nslabs == c->cap_slabs) {
+    int cap = c->cap_slabs ? 2 * c->cap_slabs : 16;
+    struct slab **slabs;
+    if (cap > INT_MAX >> SLAB_SHIFT ||
+        (slabs = realloc(c->slabs, (size_t)cap * sizeof *slabs)) == NULL)
+      luaL_error(L, "not enough memory");
+    c->slabs = slabs;
+    c->cap_slabs = cap;
+  }
+  sl = calloc(1, sizeof *sl);
+  if (sl == NULL)
+    luaL_error(L, "not enough memory");
+  if (index < c->nslabs)
+    c->nholes--;
+  else
+    c->nslabs++;
+  c->slabs[index] = sl;
+  for (i = SLAB_RECORDS - 1; i >= 0; i--) { /* lowest slot on top */
+    struct task *t = &sl->records[i];
+    queue_init(&t->scope_node);
+    heap_node_init(&t->sleep);
+    t->sleep.kind = DEADLINE_SLEEP;
+    t->slot = (index << SLAB_SHIFT) + i;
+    queue_insert_head(&c->free_records, &t->node);
+  }
+  c->nfree_records += SLAB_RECORDS;
+}
+
+/* The most recently freed record, made first if there is none; it stays in
+   the free list until the caller takes it with take_record. */
+static struct task *free_record (lua_State *L, struct ctx *c) {
+  if (queue_empty(&c->free_records))
+    new_slab(L, c);
+  return queue_data(queue_head(&c->free_records), struct task, node);
+}
+
+static void take_record (struct ctx *c, struct task *t) {
+  queue_remove(&t->node);
+  c->nfree_records--;
+  slab_of(c, t)->nused++;
+}
+
+static void put_record (struct ctx *c, struct task *t) {
+  queue_insert_head(&c->free_records, &t->node);
+  c->nfree_records++;
+  slab_of(c, t)->nused--;
+}
+
+/* Frees slab 'index', whose records are all free. */
+static void free_slab (struct ctx *c, int index) {
+  struct slab *sl = c->slabs[index];
+  int i;
+  for (i = 0; i < SLAB_RECORDS; i++)
+    queue_remove(&sl->records[i].node);
+  c->nfree_records -= SLAB_RECORDS;
+  free(sl);
+  c->slabs[index] = NULL;
+  if (index == c->nslabs - 1)
+    c->nslabs--;
+  else
+    c->nholes++;
+  while (c->nslabs > 0 && c->slabs[c->nslabs - 1] == NULL) {
+    c->nslabs--;
+    c->nholes--;
+  }
+}
+
+/* [-1, +0, m] sets the name table's entry for 'slot' to the value on top. */
+static void set_name (lua_State *L, struct ctx *c, int slot) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->names_ref);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, NAME_INDEX(slot));
+  lua_pop(L, 1);
+}
+
+/*
+** [-0, +0, m] copies the 'n' values from 'first' up to the top of the stage
+** table; returns the index of the first. The stage is a plain array used
+** from index 1 while any task waits in it, and started afresh when none does.
+*/
+static int stage_values (lua_State *L, struct ctx *c, int first, int n) {
+  int at = c->stage_top, i;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->stage_ref);
+  for (i = 0; i < n; i++) {
+    lua_pushvalue(L, first + i);
+    lua_rawseti(L, -2, at + i);
+  }
+  lua_pop(L, 1);
+  c->stage_top = at + n;
+  c->nstaged++;
+  return at;
+}
+
+/* How many values task 't' has in the stage table (if any): its function
+   and arguments, or, when the name table holds its function, the arguments. */
+#define NSTAGED(t) ((t)->named ? (t)->nresume : (t)->nresume - 1)
+
+/* Stage tables that grew past this many entries are replaced when they
+   empty, to give the memory of a burst back. */
+#define STAGE_KEEP 1024
+
+/*
+** Clears the 'n' values staged at 'at' from the stage table; with 'push'
+** set, pushes them onto 'L' first ([-0, +n, m]), else drops them ('L' is
+** scratch space).
+*/
+static void unstage (lua_State *L, struct ctx *c, int at, int n, int push) {
+  int i, tbl;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->stage_ref);
+  tbl = lua_gettop(L);
+  for (i = 0; push && i < n; i++)
+    lua_rawgeti(L, tbl, at + i);
+  for (i = 0; i < n; i++) { /* existing entries: no allocation */
+    lua_pushnil(L);
+    lua_rawseti(L, tbl, at + i);
+  }
+  lua_remove(L, tbl);
+  if (--c->nstaged == 0) {
+    if (c->stage_top > STAGE_KEEP) {
+      lua_createtable(L, STAGE_KEEP, 0);
+      lua_rawseti(L, LUA_REGISTRYINDEX, c->stage_ref);
+    }
+    c->stage_top = 1;
+  }
+}
+
+/*
+** [-(nargs+2), +0, m] starts a task running fn(args...), where the stack
+** holds the task's name (or nil), fn and the nargs arguments. The task first
+** runs in the next batch; its thread is bound then (tether__bind_thread).
+*/
+struct task *tether__spawn (lua_State *L, struct ctx *c, int nargs,
+                            struct scope *scope, struct group *group) {
+  struct task *t = free_record(L, c);
+  int name = lua_absindex(L, -(nargs + 2));
+  int named = !lua_isnil(L, name);
+  /* What can fail comes first, while the record is still in the free list
+     (a stale name entry is overwritten when the slot is used again). */
+  lua_pushvalue(L, named ? name : name + 1);
+  set_name(L, c, t->slot);
+  if (named)
+    t->u.stage = stage_values(L, c, name + 1, nargs + 1);
+  else
+    t->u.stage = nargs > 0 ? stage_values(L, c, name + 2, nargs) : 0;
+  t->named = (unsigned)named;
+  lua_settop(L, name - 1);
+  take_record(c, t);
+  t->nresume = nargs + 1;
+  t->id = c->next_id++;
+  t->group = group;
+  t->started = 0;
+  t->reraise = 0;
+  c->ntasks++;
+  tether__task_set_scope(t, scope);
+  tether__schedule(c, t);
+  return t;
+}
+
+/*
+** Gives a task that is about to run for the first time a thread (the most
+** recently idle one, or a new one) and puts its entry function, its function
+** and its arguments on it. Runs in the tick on c->from, so a memory error
+** here is a scheduler error.
+*/
+void tether__bind_thread (struct ctx *c, struct task *t) {
+  lua_State *L = c->from, *co;
+  int stage = t->u.stage; /* shares its field with thread_ref */
+  if (c->nidle > 0) {
+    struct idle_thread *idle = &c->idle[--c->nidle];
+    co = idle->L;
+    t->u.thread_ref = idle->ref;
+  }
+  else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
+    co = lua_newthread(L);
+    t->u.thread_ref = luaL_ref(L, -2);
+    lua_pop(L, 1);
+  }
+  t->L = co;
+  if (!lua_checkstack(co, t->nresume + 3)) {
+    if (stage > 0) /* tether__release sees a bound task: drop them now */
+      unstage(L, c, stage, NSTAGED(t), 0);
+    luaL_error(L, "not enough memory");
+  }
+  lua_pushcfunction(co, tether__task_entry);
+  if (!t->named) { /* its function is in the name table */
+    lua_rawgeti(co, LUA_REGISTRYINDEX, c->names_ref);
+    lua_rawgeti(co, -1, NAME_INDEX(t->slot));
+    lua_remove(co, -2);
+  }
+  if (stage > 0)
+    unstage(co, c, stage, NSTAGED(t), 1);
+}
+
+/* Drops a thread for good (it died by an error, or the pool is full). */
+static void drop_thread (lua_State *L, struct ctx *c, int ref) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
+  luaL_unref(L, -1, ref);
+  lua_pop(L, 1);
+}
+
+/* Keeps task 't''s thread for the next task if it can run one. */
+static void idle_thread (lua_State *L, struct ctx *c, struct task *t) {
+  if (lua_status(t->L) == LUA_OK) { /* finished normally */
+    if (c->nidle == c->cap_idle) {
+      int cap = c->cap_idle ? 2 * c->cap_idle : 64;
+      struct idle_thread *idle = realloc(c->idle, (size_t)cap * sizeof *idle);
+      if (idle != NULL) {
+        c->idle = idle;
+        c->cap_idle = cap;
+      }
+    }
+    if (c->nidle < c->cap_idle) {
+      lua_settop(t->L, 0);
+      if (lua_gethook(t->L) != NULL)
+        lua_sethook(t->L, NULL, 0, 0);
+      c->idle[c->nidle].L = t->L;
+      c->idle[c->nidle].ref = t->u.thread_ref;
+      c->nidle++;
+      t->L = NULL;
+      return;
+    }
+  }
+  drop_thread(L, c, t->u.thread_ref);
+  t->L = NULL;
+}
+
+/*
+** Returns a finished (or abandoned) task's record to the free list and its
+** thread to the idle stack, dropping the references to its function, name,
+** arguments and last error. 'L' is any thread of the state other than the
+** task's.
+*/
+void tether__release (lua_State *L, struct ctx *c, struct task *t) {
+  queue_remove(&t->node);
+  queue_remove(&t->scope_node);
+  tether__remove_deadline(c, &t->sleep);
+  c->ntasks--;
+  t->state = TASK_FREE;
+  t->scope = NULL;
+  t->group = NULL;
+  t->starter = NULL;
+  t->abort = NULL;
+  t->done = NULL;
+  if (t->traced) {
+    t->traced = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->traces_ref);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, TRACE_TEXT(t->slot));
+    lua_pushnil(L);
+    lua_rawseti(L, -2, TRACE_ERROR(t->slot));
+    lua_pop(L, 1);
+  }
+  lua_pushnil(L);
+  set_name(L, c, t->slot);
+  if (t->L != NULL)
+    idle_thread(L, c, t);
+  else if (t->u.stage > 0) /* never ran */
+    unstage(L, c, t->u.stage, NSTAGED(t), 0);
+  put_record(c, t);
+}
+
+/* Forgets every live task without resuming it (after a scheduler failure,
+   so that the loop can still be closed). */
+void tether__abandon_tasks (lua_State *L, struct ctx *c) {
+  int slot;
+  for (slot = 0; slot < tether__nslots(c); slot++) {
+    struct task *t = tether__live_record(c, slot);
+    if (t == NULL)
+      continue;
+    if (t->L != NULL && lua_status(t->L) != LUA_OK) {
+      drop_thread(L, c, t->u.thread_ref); /* suspended: cannot be reused */
+      t->L = NULL;
+    }
+    tether__release(L, c, t);
+  }
+}
+
+/* Idle records and threads always kept for reuse. */
+#define POOL_MIN 1024
+
+/* Slabs tether__trim_pools looks at per tick. */
+#define TRIM_SCAN 8
+
+/*
+** Gives back part of the idle threads and free records once a burst of
+** tasks is over: each pool keeps up to as many entries as there are live
+** tasks (at least POOL_MIN), so a program that spawns many tasks again and
+** again reuses them, and one that had a burst returns the memory over the
+** following ticks. Records go back a slab at a time, when all of a slab's
+** records are free; a few slabs are looked at per tick, from the top down.
+*/
+void tether__trim_pools (lua_State *L, struct ctx *c) {
+  int keep = c->ntasks > POOL_MIN ? c->ntasks : POOL_MIN, i;
+  if (c->nidle > keep) {
+    int n = (c->nidle - keep) / 8 + 1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
+    while (n-- > 0)
+      luaL_unref(L, -1, c->idle[--c->nidle].ref);
+    lua_pop(L, 1);
+  }
+  for (i = 0; i < TRIM_SCAN && c->nfree_records >= keep + SLAB_RECORDS; i++) {
+    int index = c->trim_cursor - 1; /* top down: the slab array shrinks */
+    if (index < 0 || index >= c->nslabs)
+      index = c->nslabs - 1;
+    c->trim_cursor = index;
+    if (c->slabs[index] != NULL && c->slabs[index]->nused == 0)
+      free_slab(c, index);
+  }
+}
+
+/* Frees every record, live or free (the context is being collected; the
+   threads go with the state). */
+void tether__free_records (struct ctx *c) {
+  int i, j;
+  for (i = 0; i < c->nslabs; i++) {
+    struct slab *sl = c->slabs[i];
+    if (sl == NULL)
+      continue;
+    for (j = 0; j < SLAB_RECORDS; j++)
+      if (sl->records[j].state != TASK_FREE)
+        free(sl->records[j].done);
+    free(sl);
+  }
+  free(c->slabs);
+  c->slabs = NULL;
+  c->nslabs = c->cap_slabs = c->nholes = 0;
+  queue_init(&c->free_records);
+  c->nfree_records = 0;
+  free(c->idle);
+  c->idle = NULL;
+  c->nidle = c->cap_idle = 0;
+}
