@@ -276,7 +276,8 @@ void tether__bind_thread (struct ctx *c, struct task *t) {
     unstage(co, c, stage, NSTAGED(t), 1);
 }
 
-/* Drops a thread for good (it died by an error, or the pool is full). */
+/* Drops a thread for good (it died by an error, or the idle stack cannot
+   grow). */
 static void drop_thread (lua_State *L, struct ctx *c, int ref) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
   luaL_unref(L, -1, ref);
