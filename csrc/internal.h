@@ -220,7 +220,8 @@ struct ctx {
   int nslabs;
   int cap_slabs;
   int nholes;                   /* NULL entries in 'slabs' */
-  int trim_cursor;              /* tether__trim_pools looks below it next */
+  int trim_cursor;              /* tether__trim_pools looks below it next
+                                   (0: at the top slab) */
   struct queue blocked_waiters; /* wait_all_tasks_blocked callers */
   struct heap deadlines;
   struct scope root;    /* above the main task; Ctrl+C/watchdog cancel it */

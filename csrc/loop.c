@@ -348,7 +348,8 @@ int tether__run (lua_State *L) {
   return n - 1;
 }
 
-/* core.debug_stats(): live task count and loop state, for the specs. */
+/* core.debug_stats(): live tasks, task records (live or free) and idle
+   threads, and the loop's state, for the specs. */
 int tether__debug_stats (lua_State *L) {
   struct ctx *c = lua_touserdata(L, lua_upvalueindex(1));
   lua_createtable(L, 0, 5);

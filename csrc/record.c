@@ -45,19 +45,16 @@ static struct slab *slab_of (struct ctx *c, struct task *t) {
   return c->slabs[t->slot >> SLAB_SHIFT];
 }
 
-/* The live task in 'slot' if it is still task 'id'. */
-struct task *tether__record (struct ctx *c, int slot, lua_Integer id) {
-  struct task *t = slot_record(c, slot);
-  if (t == NULL || t->id != id || t->state == TASK_FREE ||
-      t->state == TASK_DONE)
-    return NULL;
-  return t;
-}
-
 /* The live task in 'slot', or NULL; slots run from 0 to tether__nslots(). */
 struct task *tether__live_record (struct ctx *c, int slot) {
   struct task *t = slot_record(c, slot);
   return t != NULL && t->state != TASK_FREE ? t : NULL;
+}
+
+/* The task in 'slot' if it is still task 'id' and has not finished. */
+struct task *tether__record (struct ctx *c, int slot, lua_Integer id) {
+  struct task *t = tether__live_record(c, slot);
+  return t != NULL && t->id == id && t->state != TASK_DONE ? t : NULL;
 }
 
 int tether__nslots (const struct ctx *c) {
@@ -284,8 +281,9 @@ static void drop_thread (lua_State *L, struct ctx *c, int ref) {
   lua_pop(L, 1);
 }
 
-/* Keeps task 't''s thread for the next task if it can run one. */
-static void idle_thread (lua_State *L, struct ctx *c, struct task *t) {
+/* Puts task 't''s thread on the idle stack if it can run the next task,
+   else drops it. */
+static void retire_thread (lua_State *L, struct ctx *c, struct task *t) {
   if (lua_status(t->L) == LUA_OK) { /* finished normally */
     if (c->nidle == c->cap_idle) {
       int cap = c->cap_idle ? 2 * c->cap_idle : 64;
@@ -339,7 +337,7 @@ void tether__release (lua_State *L, struct ctx *c, struct task *t) {
   lua_pushnil(L);
   set_name(L, c, t->slot);
   if (t->L != NULL)
-    idle_thread(L, c, t);
+    retire_thread(L, c, t);
   else if (t->u.stage > 0) /* never ran */
     unstage(L, c, t->u.stage, NSTAGED(t), 0);
   put_record(c, t);
@@ -373,19 +371,20 @@ void tether__abandon_tasks (lua_State *L, struct ctx *c) {
 ** tasks (at least POOL_MIN), so a program that spawns many tasks again and
 ** again reuses them, and one that had a burst returns the memory over the
 ** following ticks. Records go back a slab at a time, when all of a slab's
-** records are free; a few slabs are looked at per tick, from the top down.
+** records are free; a few slabs are looked at per tick, from the top down
+** (the slab array shrinks), starting on top again for each burst.
 */
 void tether__trim_pools (lua_State *L, struct ctx *c) {
   int keep = c->ntasks > POOL_MIN ? c->ntasks : POOL_MIN, i;
   if (c->nidle > keep) {
     int n = (c->nidle - keep) / 8 + 1;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
     while (n-- > 0)
-      luaL_unref(L, -1, c->idle[--c->nidle].ref);
-    lua_pop(L, 1);
+      drop_thread(L, c, c->idle[--c->nidle].ref);
   }
+  if (c->nfree_records < keep + SLAB_RECORDS)
+    c->trim_cursor = 0; /* nothing to give back: the next trim starts on top */
   for (i = 0; i < TRIM_SCAN && c->nfree_records >= keep + SLAB_RECORDS; i++) {
-    int index = c->trim_cursor - 1; /* top down: the slab array shrinks */
+    int index = c->trim_cursor - 1;
     if (index < 0 || index >= c->nslabs)
       index = c->nslabs - 1;
     c->trim_cursor = index;

@@ -636,9 +636,8 @@ describe("coroutine.resume of a task's coroutine from another task", function()
         tether.task_group(function(tg) tg:start_soon(function() w.event:wait() end) end)
         return "joined"
       end, function(w) w.event:set() end, "joined" },
-    { "reading a signal receiver", function(w)
+    { "reading a signal receiver", function()
         local signals <close> = tether.open_signal_receiver("SIGURG")
-        w.receiver_open:set()
         return (signals:receive())
       end, function() tether.kill(tether.getpid(), "SIGURG") end, tether.SIGURG },
   }
@@ -648,8 +647,7 @@ describe("coroutine.resume of a task's coroutine from another task", function()
     it("leaves a task " .. label .. " waiting, and it ends as it would have", function()
       local resumed, got
       helper.run(function()
-        local w = { event = tether.Event(), lock = tether.Lock(),
-                    receiver_open = tether.Event() }
+        local w = { event = tether.Event(), lock = tether.Lock() }
         w.send, w.receive = tether.create_memory_object_stream(0)
         w.lock:acquire()
         tether.task_group(function(tg)
@@ -658,8 +656,7 @@ describe("coroutine.resume of a task's coroutine from another task", function()
             co = coroutine.running()
             got = table.pack(block(w))
           end)
-          if label:match("signal") then w.receiver_open:wait() end
-          tether.wait_all_tasks_blocked()
+          tether.wait_all_tasks_blocked() -- the task is parked in its wait
           resumed = table.pack(coroutine.resume(co, "junk", "more junk"))
           release(w)
         end)
