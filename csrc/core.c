@@ -1,7 +1,7 @@
 /*
 ** core.c
-** luaopen_tether_core: the per-state context, the module table, the
-** metatables, and the error classes the Lua facade registers.
+** luaopen_tether_core: the per-state context, and the module table, which
+** each file fills with its own functions and classes (see tether_open_fn).
 */
 
 #include <math.h>
@@ -31,8 +31,8 @@ struct ctx *tether__ctx (lua_State *L) {
 ** address (the registry keeps it alive, so no other object can take the
 ** address).
 */
-void tether__new_class (lua_State *L, struct ctx *c, enum tether_class cls,
-                        const char *name) {
+static void new_class (lua_State *L, struct ctx *c, enum tether_class cls,
+                       const char *name) {
   luaL_newmetatable(L, name);
   if (c->class_refs[cls] == 0) {
     lua_pushvalue(L, -1);
@@ -73,6 +73,43 @@ void *tether__check_self (lua_State *L, int idx, struct ctx *c,
   return p;
 }
 
+/* [-0, +0, m] Stack: ctx, module. Adds 'funcs' to the module. */
+void tether__add_functions (lua_State *L, const luaL_Reg *funcs) {
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, funcs, 1);
+}
+
+/* [-0, +1, m] pushes the ctx and the 'nup' values at 'first' (upvalues). */
+static void push_upvalues (lua_State *L, int ctx, int first, int nup) {
+  int i;
+  lua_pushvalue(L, ctx);
+  for (i = 0; i < nup; i++)
+    lua_pushvalue(L, first + i);
+}
+
+/*
+** [-nup, +0, m] Stack: ctx, module, then 'nup' values. Creates the class
+** 'def' (see struct class_def); its methods and metamethods get the ctx and
+** those values as upvalues.
+*/
+void tether__add_class (lua_State *L, struct ctx *c,
+                        const struct class_def *def, int nup) {
+  int first = lua_gettop(L) - nup + 1, ctx = first - 2;
+  new_class(L, c, def->cls, def->name);
+  push_upvalues(L, ctx, first, nup);
+  luaL_setfuncs(L, def->metamethods, nup + 1);
+  lua_newtable(L);
+  push_upvalues(L, ctx, first, nup);
+  luaL_setfuncs(L, def->methods, nup + 1);
+  if (def->index != NULL) {
+    lua_pushvalue(L, ctx);
+    lua_insert(L, -2);
+    lua_pushcclosure(L, def->index, 2);
+  }
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1 + nup);
+}
+
 /* Sets the metatable of class 'cls' on the value on top. */
 void tether__set_metatable (lua_State *L, struct ctx *c,
                             enum tether_class cls) {
@@ -82,69 +119,6 @@ void tether__set_metatable (lua_State *L, struct ctx *c,
 
 /* }==================================================================== */
 
-/* {====================================================================
-** Error classes (defined in lua/tether/errors.lua)
-** ===================================================================== */
-
-/* [-0, +1, -] pushes the class table 'name', or nil if not registered. */
-static void push_class (lua_State *L, struct ctx *c, const char *name) {
-  if (c == NULL || c->classes_ref == LUA_NOREF) {
-    lua_pushnil(L);
-    return;
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->classes_ref);
-  lua_getfield(L, -1, name);
-  lua_remove(L, -2);
-}
-
-/* Whether the value at 'idx' is an instance of error class 'name'. */
-int tether__is_class (lua_State *L, int idx, const char *name) {
-  int is;
-  idx = lua_absindex(L, idx);
-  if (!lua_getmetatable(L, idx))
-    return 0;
-  push_class(L, tether__ctx(L), name);
-  is = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
-  return is;
-}
-
-/* Gives the table at 'idx' the class 'name' as metatable. */
-void tether__set_error_class (lua_State *L, int idx, const char *name) {
-  idx = lua_absindex(L, idx);
-  push_class(L, tether__ctx(L), name);
-  if (lua_isnil(L, -1))
-    luaL_error(L, "tether: error classes are not registered; load the "
-                  "library with require \"tether\", not \"tether.core\"");
-  lua_setmetatable(L, idx);
-}
-
-/* [-1, +1, m] replaces the message on top with an error of class 'name'. */
-void tether__new_error (lua_State *L, const char *name) {
-  lua_createtable(L, 0, 1);
-  lua_insert(L, -2);
-  lua_setfield(L, -2, "message");
-  tether__set_error_class(L, -1, name);
-}
-
-/* core.set_error_classes{Cancelled = C, ErrorGroup = E, ...} */
-static int core_set_error_classes (lua_State *L) {
-  struct ctx *c = lua_touserdata(L, lua_upvalueindex(1));
-  luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_unref(L, LUA_REGISTRYINDEX, c->classes_ref);
-  lua_settop(L, 1);
-  c->classes_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  return 0;
-}
-
-/* }==================================================================== */
-
-static int core_current_time (lua_State *L) {
-  lua_pushnumber(L, tether__now());
-  return 1;
-}
-
-/* The context is collected with its state: free what C owns. */
 /*
 ** The context is collected with its state. If that happens while a loop is
 ** open (os.exit(code, true) inside a task closes the state from within
@@ -182,12 +156,12 @@ static struct ctx *open_ctx (lua_State *L) {
   lua_pop(L, 1);
   queue_init(&c->ready);
   queue_init(&c->free_records);
-  queue_init(&c->blocked_waiters);
+  tether__waitq_init(&c->blocked_waiters);
   heap_init(&c->deadlines);
   if (uv_mutex_init(&c->posts_lock) != 0)
     luaL_error(L, "tether: cannot create a mutex");
   c->next_id = 1; /* task ids are unique for the life of the state */
-  c->classes_ref = c->fatal_ref = LUA_NOREF;
+  c->fatal_ref = LUA_NOREF;
   c->stage_top = 1;
   tether__scope_init(&c->root, HUGE_VAL, 0);
   luaL_newmetatable(L, TETHER_CTX_MT);
@@ -208,43 +182,17 @@ static struct ctx *open_ctx (lua_State *L) {
 }
 
 TETHER_API int luaopen_tether_core (lua_State *L) {
-  static const luaL_Reg funcs[] = {
-      {"run", tether__run},
-      {"current_time", core_current_time},
-      {"sleep", core_sleep},
-      {"sleep_until", core_sleep_until},
-      {"sleep_forever", core_sleep_forever},
-      {"checkpoint", core_checkpoint},
-      {"checkpoint_if_cancelled", core_checkpoint_if_cancelled},
-      {"cancel_shielded_checkpoint", core_cancel_shielded_checkpoint},
-      {"checkpoint_as", core_checkpoint_as},
-      {"checkpoint_if_cancelled_as", core_checkpoint_if_cancelled_as},
-      {"cancel_shielded_checkpoint_as", core_cancel_shielded_checkpoint_as},
-      {"current_task", core_current_task},
-      {"get_running_tasks", core_get_running_tasks},
-      {"wait_all_tasks_blocked", core_wait_all_tasks_blocked},
-      {"task_group", core_task_group},
-      {"CancelScope", core_CancelScope},
-      {"move_on_after", core_move_on_after},
-      {"move_on_at", core_move_on_at},
-      {"fail_after", core_fail_after},
-      {"fail_at", core_fail_at},
-      {"current_effective_deadline", core_current_effective_deadline},
-      {"set_error_classes", core_set_error_classes},
-      {"debug_stats", tether__debug_stats},
-      {"set_watchdog", tether__set_watchdog},
-      {NULL, NULL}};
+  static const tether_open_fn openers[] = {
+      tether__open_errors, tether__open_loop,  tether__open_task,
+      tether__open_scope,  tether__open_group, tether__open_signal,
+      tether__open_park,   tether__open_event, tether__open_stream};
+  struct ctx *c;
+  size_t i;
   luaL_checkversion(L);
-  open_ctx(L);
-  tether__open_scope(L);
-  tether__open_group(L);
-  luaL_newlibtable(L, funcs);
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, funcs, 1);
-  tether__open_signal(L);
-  tether__open_park(L);
-  tether__open_event(L);
-  tether__open_stream(L);
+  c = open_ctx(L);
+  lua_createtable(L, 0, 64);
+  for (i = 0; i < sizeof openers / sizeof openers[0]; i++)
+    openers[i](L, c);
   lua_pushliteral(L, TETHER_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

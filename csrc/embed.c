@@ -24,13 +24,9 @@ struct post {
 
 #define CTX_OF(t) ((struct ctx *)(void *)(t))
 
-/* Opens the core, and the facade if it can be found (it registers the error
-   classes the core raises). */
+/* Opens the core (self-contained: the facade is the host's choice). */
 static int open_core (lua_State *L) {
   luaL_requiref(L, "tether.core", luaopen_tether_core, 0);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "tether");
-  lua_pcall(L, 1, 0, 0);
   return 0;
 }
 
@@ -246,7 +242,7 @@ TETHER_API int tether_backend_timeout (lua_State *L) {
   double ms;
   if (c == NULL || !c->attached)
     return UV_EINVAL;
-  if (!queue_empty(&c->ready) || !queue_empty(&c->blocked_waiters))
+  if (!queue_empty(&c->ready) || c->blocked_waiters.count > 0)
     return 0;
   if (uv_loop_alive(c->loop)) /* the host's own handles count too */
     return uv_backend_timeout(c->loop);

@@ -97,8 +97,8 @@ void tether__task_finished (lua_State *L, struct task *t, int ok) {
   /* A Cancelled is the group's business only while the group is cancelled;
      a stale one (caught earlier, raised again outside its scope) is a plain
      error of the child. */
-  if (!ok &&
-      !(t->scope->effective && tether__is_class(t->L, -1, "Cancelled"))) {
+  if (!ok && !(t->scope->effective &&
+               tether__is_error(t->L, -1, TASK_CTX(t), ERROR_CANCELLED))) {
     lua_pushvalue(t->L, -1);
     lua_xmove(t->L, L, 1);
     record_error(L, g, t);
@@ -141,7 +141,7 @@ static int finish (lua_State *L, struct group *g, struct task *t) {
                     (int)lua_rawlen(L, -1));
     lua_setfield(L, -3, "message");
     lua_pop(L, 1);
-    tether__set_error_class(L, -1, "ErrorGroup");
+    tether__set_error_class(L, -1, TASK_CTX(t), ERROR_GROUP);
     ok = 0;
   }
   else if (g->cancelled) {
@@ -185,7 +185,7 @@ static int body_k (lua_State *L, int status, lua_KContext k) {
   struct task *t = g->host; /* not ctx->current: see tether__resumed */
   (void)k;
   if (status != LUA_OK && status != LUA_YIELD) {
-    if (tether__is_class(L, -1, "Cancelled")) {
+    if (tether__is_error(L, -1, TASK_CTX(t), ERROR_CANCELLED)) {
       g->cancelled = 1;
       lua_pop(L, 1);
     }
@@ -198,7 +198,7 @@ static int body_k (lua_State *L, int status, lua_KContext k) {
 }
 
 /* tether.task_group(fn, ...): fn(tg, ...) then wait for all children. */
-int core_task_group (lua_State *L) {
+static int group_task_group (lua_State *L) {
   struct ctx *c = CTX(L);
   struct task *t;
   struct group *g;
@@ -389,8 +389,7 @@ static int group__tostring (lua_State *L) {
   return 1;
 }
 
-/* Creates the TaskGroup and TaskStatus metatables; the ctx is on top. */
-void tether__open_group (lua_State *L) {
+void tether__open_group (lua_State *L, struct ctx *c) {
   static const luaL_Reg methods[] = {
       {"start_soon", group_start_soon}, {"start", group_start}, {NULL, NULL}};
   static const luaL_Reg metamethods[] = {{"__gc", group__gc},
@@ -399,22 +398,13 @@ void tether__open_group (lua_State *L) {
                                          {NULL, NULL}};
   static const luaL_Reg status_methods[] = {{"started", status_started},
                                             {NULL, NULL}};
-  int ctx = lua_absindex(L, -1);
-  struct ctx *c = lua_touserdata(L, ctx);
-  tether__new_class(L, c, CLASS_GROUP, TETHER_GROUP_MT);
-  lua_pushvalue(L, ctx);
-  luaL_setfuncs(L, metamethods, 1);
-  lua_pushvalue(L, ctx);
-  lua_createtable(L, 0, 2);
-  lua_pushvalue(L, ctx);
-  luaL_setfuncs(L, methods, 1);
-  lua_pushcclosure(L, group__index, 2);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-  tether__new_class(L, c, CLASS_STATUS, TETHER_STATUS_MT);
-  lua_createtable(L, 0, 1);
-  lua_pushvalue(L, ctx);
-  luaL_setfuncs(L, status_methods, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  static const luaL_Reg no_metamethods[] = {{NULL, NULL}};
+  static const struct class_def classes[] = {
+      {CLASS_GROUP, TETHER_GROUP_MT, methods, metamethods, group__index},
+      {CLASS_STATUS, TETHER_STATUS_MT, status_methods, no_metamethods, NULL}};
+  static const luaL_Reg funcs[] = {{"task_group", group_task_group},
+                                   {NULL, NULL}};
+  tether__add_class(L, c, &classes[0], 0);
+  tether__add_class(L, c, &classes[1], 0);
+  tether__add_functions(L, funcs);
 }

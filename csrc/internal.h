@@ -56,6 +56,27 @@ struct task;
 struct scope;
 struct group;
 
+/* tether's error classes (errors.c). */
+enum error_class {
+  ERROR_CANCELLED,
+  ERROR_INTERRUPTED,
+  ERROR_TIMEOUT,
+  ERROR_GROUP,
+  ERROR_WOULD_BLOCK,
+  ERROR_END_OF_STREAM,
+  ERROR_CLOSED,
+  ERROR_BROKEN,
+  ERROR_BUSY,
+  NERRORS
+};
+
+/* An error a waker chooses for a parked task without allocating (a static
+   description): the task builds the error in its continuation. */
+struct wake_error {
+  enum error_class cls;
+  const char *message;
+};
+
 /*
 ** What owns a node of the loop's deadline heap (heap_node.kind): a sleeping
 ** task or a cancel scope. Both live in one heap under one uv_timer_t.
@@ -78,8 +99,10 @@ enum task_state {
 };
 
 /* How a parked task was woken: normally (its continuation returns the values
-   pushed for it), by cancellation, or with an error value to raise. */
-enum wake_status { WAKE_OK, WAKE_CANCELLED, WAKE_ERROR };
+   pushed for it), by cancellation, with an error value to raise (on top of
+   its stack), or with an error to build from the struct wake_error that
+   'wait_data' then points to. */
+enum wake_status { WAKE_OK, WAKE_CANCELLED, WAKE_ERROR, WAKE_RAISE };
 
 /*
 ** A task's record. Its thread is bound when it first runs (until then its
@@ -100,7 +123,8 @@ struct task {
   struct task *starter;     /* tg:start caller until started() moves it */
   tether_abort_fn abort;    /* set while parked */
   struct tether_done *done; /* started by tether_spawn: report to the host */
-  void *wait_data;          /* what the task waits on, for 'abort' */
+  void *wait_data;          /* what the task waits on, for 'abort'; after
+                               WAKE_RAISE, its struct wake_error */
   lua_Integer id; /* unique for the life of the state, so it also tells a
                      TaskStatus whether its record still runs that task */
   int slot;       /* its index among the records, and in the name table */
@@ -122,6 +146,16 @@ struct task {
 };
 
 #define TASK_CTX(t) ((t)->scope->ctx)
+
+/*
+** A FIFO of parked tasks, linked through their 'node' (wait.c): what every
+** primitive blocks on. Waking allocates nothing and calls no Lua, so a
+** waker may walk the queue while it wakes.
+*/
+struct waitq {
+  struct queue tasks;
+  int count;
+};
 
 enum scope_state { SCOPE_NEW, SCOPE_ACTIVE, SCOPE_EXITED };
 
@@ -222,7 +256,7 @@ struct ctx {
   int nholes;                   /* NULL entries in 'slabs' */
   int trim_cursor;              /* tether__trim_pools looks below it next
                                    (0: at the top slab) */
-  struct queue blocked_waiters; /* wait_all_tasks_blocked callers */
+  struct waitq blocked_waiters; /* wait_all_tasks_blocked callers */
   struct heap deadlines;
   struct scope root;    /* above the main task; Ctrl+C/watchdog cancel it */
   struct task *current; /* task being resumed, NULL between tasks */
@@ -239,9 +273,10 @@ struct ctx {
   struct idle_thread *idle; /* idle threads, most recently used last */
   int nidle;
   int cap_idle;
-  int classes_ref;                 /* error classes registered by the facade */
   int class_refs[NCLASSES];        /* metatables of the userdata classes */
   const void *class_mts[NCLASSES]; /* the same, by address */
+  int error_refs[NERRORS];         /* tables of the error classes */
+  const void *error_mts[NERRORS];  /* the same, by address */
   int ntasks;                      /* live tasks */
   int running;                     /* inside tether.run */
   int in_callback;                 /* in the tick or posted callbacks */
@@ -274,15 +309,30 @@ static inline int tether__is_callable (lua_State *L, int idx) {
   return 1;
 }
 
+/*
+** Registration. Each file adds its own functions and classes to the module
+** with an 'open' function called by luaopen_tether_core with the stack
+** [ctx, module]; every function gets the context as upvalue 1.
+*/
+typedef void (*tether_open_fn)(lua_State *L, struct ctx *c);
+
+/* A userdata class: 'metamethods' go into its metatable; 'methods' are
+   found through __index: the methods table, or with 'index' set, that
+   function with the context and the methods table as upvalues 1 and 2 (for
+   classes that also have fields). */
+struct class_def {
+  enum tether_class cls;
+  const char *name;
+  const luaL_Reg *methods;
+  const luaL_Reg *metamethods;
+  lua_CFunction index;
+};
+
 /* core.c */
-TETHER__HIDDEN int tether__is_class (lua_State *L, int idx,
-                                     const char *class_name);
-TETHER__HIDDEN void tether__new_error (lua_State *L, const char *class_name);
-TETHER__HIDDEN void tether__set_error_class (lua_State *L, int idx,
-                                             const char *class_name);
 TETHER__HIDDEN struct ctx *tether__ctx (lua_State *L);
-TETHER__HIDDEN void tether__new_class (lua_State *L, struct ctx *c,
-                                       enum tether_class cls, const char *name);
+TETHER__HIDDEN void tether__add_functions (lua_State *L, const luaL_Reg *funcs);
+TETHER__HIDDEN void tether__add_class (lua_State *L, struct ctx *c,
+                                       const struct class_def *def, int nup);
 TETHER__HIDDEN void *tether__test_class (lua_State *L, int idx, struct ctx *c,
                                          enum tether_class cls);
 TETHER__HIDDEN void *tether__check_self (lua_State *L, int idx, struct ctx *c,
@@ -291,25 +341,48 @@ TETHER__HIDDEN void *tether__check_self (lua_State *L, int idx, struct ctx *c,
 TETHER__HIDDEN void tether__set_metatable (lua_State *L, struct ctx *c,
                                            enum tether_class cls);
 
+/* errors.c */
+TETHER__HIDDEN void tether__open_errors (lua_State *L, struct ctx *c);
+TETHER__HIDDEN int tether__is_error (lua_State *L, int idx, const struct ctx *c,
+                                     enum error_class cls);
+TETHER__HIDDEN void tether__set_error_class (lua_State *L, int idx,
+                                             const struct ctx *c,
+                                             enum error_class cls);
+TETHER__HIDDEN void tether__new_error (lua_State *L, const struct ctx *c,
+                                       enum error_class cls);
+TETHER__HIDDEN int tether__raise (lua_State *L, const struct ctx *c,
+                                  enum error_class cls, const char *fname,
+                                  const char *fmt, ...);
+TETHER__HIDDEN int tether__raise_wake_error (lua_State *L, const struct ctx *c,
+                                             const struct wake_error *e);
+
+/* wait.c */
+TETHER__HIDDEN void tether__waitq_init (struct waitq *q);
+TETHER__HIDDEN struct task *tether__waitq_first (const struct waitq *q);
+TETHER__HIDDEN int tether__wait (lua_State *L, struct task *t, struct waitq *q,
+                                 lua_KContext kctx, lua_KFunction k);
+TETHER__HIDDEN void tether__waitq_wake (struct task *t, enum wake_status how);
+TETHER__HIDDEN void tether__waitq_raise (struct task *t,
+                                         const struct wake_error *e);
+TETHER__HIDDEN int tether__waitq_wake_all (struct waitq *q);
+
 /* loop.c */
 TETHER__HIDDEN int tether__open_hub (struct ctx *c, int attached);
 TETHER__HIDDEN void tether__close_hub (struct ctx *c);
 TETHER__HIDDEN void tether__hub_handles (struct hub *hub,
                                          uv_handle_t **handles);
 TETHER__HIDDEN void tether__begin (struct ctx *c);
-
-/* embed.c */
-TETHER__HIDDEN void tether__on_post (uv_async_t *h);
-TETHER__HIDDEN void tether__report (struct ctx *c, struct task *t);
-TETHER__HIDDEN void tether__drop_posts (struct ctx *c);
-TETHER__HIDDEN int tether__run (lua_State *L);
 TETHER__HIDDEN void tether__schedule (struct ctx *c, struct task *t);
 TETHER__HIDDEN int tether__add_deadline (struct ctx *c, struct heap_node *d,
                                          double when);
 TETHER__HIDDEN void tether__remove_deadline (struct ctx *c,
                                              struct heap_node *d);
-TETHER__HIDDEN int tether__debug_stats (lua_State *L);
-TETHER__HIDDEN int tether__set_watchdog (lua_State *L);
+TETHER__HIDDEN void tether__open_loop (lua_State *L, struct ctx *c);
+
+/* embed.c */
+TETHER__HIDDEN void tether__on_post (uv_async_t *h);
+TETHER__HIDDEN void tether__report (struct ctx *c, struct task *t);
+TETHER__HIDDEN void tether__drop_posts (struct ctx *c);
 
 /* record.c */
 TETHER__HIDDEN struct task *tether__spawn (lua_State *L, struct ctx *c,
@@ -328,6 +401,7 @@ TETHER__HIDDEN int tether__nslots (const struct ctx *c);
 TETHER__HIDDEN struct task *tether__thread_task (struct ctx *c, lua_State *L);
 
 /* task.c */
+TETHER__HIDDEN void tether__open_task (lua_State *L, struct ctx *c);
 TETHER__HIDDEN int tether__task_entry (lua_State *L);
 TETHER__HIDDEN struct task *tether__current (lua_State *L, struct ctx *c,
                                              const char *fname);
@@ -340,6 +414,8 @@ TETHER__HIDDEN int tether__park (lua_State *L, struct task *t,
 TETHER__HIDDEN int tether__reschedule (lua_State *L, struct task *t,
                                        lua_KContext kctx, lua_KFunction k);
 TETHER__HIDDEN void tether__wake (struct task *t, enum wake_status how);
+TETHER__HIDDEN void tether__wake_raise (struct task *t,
+                                        const struct wake_error *e);
 TETHER__HIDDEN void tether__abort (struct task *t);
 TETHER__HIDDEN void tether__check_wake (lua_State *L, struct task *t);
 TETHER__HIDDEN int tether__checkpoint_k (lua_State *L, int status,
@@ -356,19 +432,6 @@ TETHER__HIDDEN void tether__push_name (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__push_traceback (lua_State *L, struct task *t);
 TETHER__HIDDEN int tether__fname_error (lua_State *L, const char *fname,
                                         const char *fmt, ...);
-TETHER__HIDDEN int core_sleep (lua_State *L);
-TETHER__HIDDEN int core_sleep_until (lua_State *L);
-TETHER__HIDDEN int core_sleep_forever (lua_State *L);
-TETHER__HIDDEN int core_checkpoint (lua_State *L);
-TETHER__HIDDEN int core_checkpoint_if_cancelled (lua_State *L);
-TETHER__HIDDEN int core_cancel_shielded_checkpoint (lua_State *L);
-TETHER__HIDDEN int core_checkpoint_as (lua_State *L);
-TETHER__HIDDEN int core_checkpoint_if_cancelled_as (lua_State *L);
-TETHER__HIDDEN int core_cancel_shielded_checkpoint_as (lua_State *L);
-TETHER__HIDDEN int core_current_task (lua_State *L);
-TETHER__HIDDEN int core_get_running_tasks (lua_State *L);
-TETHER__HIDDEN int core_wait_all_tasks_blocked (lua_State *L);
-TETHER__HIDDEN void tether__wake_blocked_waiters (struct ctx *c);
 
 /* scope.c */
 TETHER__HIDDEN void tether__scope_init (struct scope *s, double deadline,
@@ -383,30 +446,23 @@ TETHER__HIDDEN void tether__task_set_scope (struct task *t, struct scope *s);
 TETHER__HIDDEN void tether__push_cancelled (lua_State *L, struct task *t);
 TETHER__HIDDEN int tether__raise_cancelled (lua_State *L, struct task *t);
 TETHER__HIDDEN struct scope *tether__new_scope (lua_State *L, struct ctx *c);
-TETHER__HIDDEN void tether__open_scope (lua_State *L);
-TETHER__HIDDEN int core_CancelScope (lua_State *L);
-TETHER__HIDDEN int core_move_on_after (lua_State *L);
-TETHER__HIDDEN int core_move_on_at (lua_State *L);
-TETHER__HIDDEN int core_fail_after (lua_State *L);
-TETHER__HIDDEN int core_fail_at (lua_State *L);
-TETHER__HIDDEN int core_current_effective_deadline (lua_State *L);
+TETHER__HIDDEN void tether__open_scope (lua_State *L, struct ctx *c);
 
 /* signal.c */
 TETHER__HIDDEN void tether__signals_start (struct ctx *c);
 TETHER__HIDDEN void tether__signals_stop (struct ctx *c);
-TETHER__HIDDEN void tether__open_signal (lua_State *L);
+TETHER__HIDDEN void tether__open_signal (lua_State *L, struct ctx *c);
 
 /* park.c */
-TETHER__HIDDEN void tether__open_park (lua_State *L);
+TETHER__HIDDEN void tether__open_park (lua_State *L, struct ctx *c);
 
 /* event.c, stream.c */
-TETHER__HIDDEN void tether__open_event (lua_State *L);
-TETHER__HIDDEN void tether__open_stream (lua_State *L);
+TETHER__HIDDEN void tether__open_event (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__open_stream (lua_State *L, struct ctx *c);
 
 /* group.c */
-TETHER__HIDDEN void tether__open_group (lua_State *L);
+TETHER__HIDDEN void tether__open_group (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__task_finished (lua_State *L, struct task *t,
                                            int ok);
-TETHER__HIDDEN int core_task_group (lua_State *L);
 
 #endif

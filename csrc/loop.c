@@ -88,9 +88,9 @@ static int tick (lua_State *L) {
   for (;;) {
     process_deadlines(c);
     if (queue_empty(&c->ready)) {
-      if (queue_empty(&c->blocked_waiters))
+      if (c->blocked_waiters.count == 0)
         break;
-      tether__wake_blocked_waiters(c);
+      tether__waitq_wake_all(&c->blocked_waiters);
     }
     run_batch(c);
     if (c->stopping || uv_hrtime() - start > TICK_SLICE_NS)
@@ -101,7 +101,7 @@ static int tick (lua_State *L) {
     return 0;
   }
   tether__trim_pools(L, c);
-  if (queue_empty(&c->ready) && queue_empty(&c->blocked_waiters))
+  if (queue_empty(&c->ready) && c->blocked_waiters.count == 0)
     uv_idle_stop(&c->hub->spin);
   else
     uv_idle_start(&c->hub->spin, on_spin);
@@ -174,7 +174,7 @@ static void abandon_tasks (struct ctx *c, lua_State *L) {
   c->deadlines.len = 0;
   tether__abandon_tasks(L, c);
   queue_init(&c->ready);
-  queue_init(&c->blocked_waiters);
+  tether__waitq_init(&c->blocked_waiters);
   c->main = NULL;
 }
 
@@ -264,7 +264,7 @@ void tether__begin (struct ctx *c) {
 ** tether.run(fn, ...): runs fn(...) as the main task of a new loop and
 ** returns its results once every task has finished and the loop is closed.
 */
-int tether__run (lua_State *L) {
+static int loop_run (lua_State *L) {
   struct ctx *c = lua_touserdata(L, lua_upvalueindex(1));
   int nargs = lua_gettop(L) - 1, err, n;
   lua_State *main_L;
@@ -334,9 +334,10 @@ int tether__run (lua_State *L) {
   if (c->interrupted) {
     /* An error other than Cancelled that ended the main task (raised during
        cleanup, say) is kept in the Interrupted as 'error'. */
-    int keep = !lua_toboolean(L, 1) && !tether__is_class(L, 2, "Cancelled");
+    int keep =
+        !lua_toboolean(L, 1) && !tether__is_error(L, 2, c, ERROR_CANCELLED);
     lua_pushliteral(L, "interrupted by Ctrl+C (SIGINT)");
-    tether__new_error(L, "Interrupted");
+    tether__new_error(L, c, ERROR_INTERRUPTED);
     if (keep) {
       lua_pushvalue(L, 2);
       lua_setfield(L, -2, "error");
@@ -350,7 +351,7 @@ int tether__run (lua_State *L) {
 
 /* core.debug_stats(): live tasks, task records (live or free) and idle
    threads, and the loop's state, for the specs. */
-int tether__debug_stats (lua_State *L) {
+static int loop_debug_stats (lua_State *L) {
   struct ctx *c = lua_touserdata(L, lua_upvalueindex(1));
   lua_createtable(L, 0, 5);
   lua_pushinteger(L, c->ntasks);
@@ -368,7 +369,7 @@ int tether__debug_stats (lua_State *L) {
 
 /* core.set_watchdog(seconds | nil): cancel everything in runs that last
    longer (tests only). */
-int tether__set_watchdog (lua_State *L) {
+static int loop_set_watchdog (lua_State *L) {
   struct ctx *c = lua_touserdata(L, lua_upvalueindex(1));
   lua_Number s = luaL_optnumber(L, 1, 0);
   if (!(s >= 0) || s == HUGE_VAL)
@@ -376,4 +377,20 @@ int tether__set_watchdog (lua_State *L) {
                                "seconds must be a positive finite number");
   c->watchdog_seconds = s;
   return 0;
+}
+
+/* tether.current_time() -> the clock deadlines use, in seconds */
+static int loop_current_time (lua_State *L) {
+  lua_pushnumber(L, tether__now());
+  return 1;
+}
+
+void tether__open_loop (lua_State *L, struct ctx *c) {
+  static const luaL_Reg funcs[] = {{"run", loop_run},
+                                   {"current_time", loop_current_time},
+                                   {"debug_stats", loop_debug_stats},
+                                   {"set_watchdog", loop_set_watchdog},
+                                   {NULL, NULL}};
+  (void)c;
+  tether__add_functions(L, funcs);
 }

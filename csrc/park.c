@@ -13,8 +13,7 @@
 #define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
 
 struct lot {
-  struct queue waiters; /* tasks, linked by their node */
-  int nwaiters;
+  struct waitq waiters;
 };
 
 static struct lot *check_lot (lua_State *L, const char *fname) {
@@ -24,16 +23,8 @@ static struct lot *check_lot (lua_State *L, const char *fname) {
 /* tether.core.ParkingLot() */
 static int core_ParkingLot (lua_State *L) {
   struct lot *lot = lua_newuserdatauv(L, sizeof *lot, 0);
-  queue_init(&lot->waiters);
-  lot->nwaiters = 0;
+  tether__waitq_init(&lot->waiters);
   tether__set_metatable(L, CTX(L), CLASS_LOT);
-  return 1;
-}
-
-static int lot_abort (struct task *t) {
-  struct lot *lot = t->wait_data;
-  queue_remove(&t->node);
-  lot->nwaiters--;
   return 1;
 }
 
@@ -46,27 +37,22 @@ static int lot_park (lua_State *L) {
   struct task *t =
       tether__check_task(L, CTX(L), luaL_optstring(L, 2, "lot:park"));
   lua_settop(L, 2);
-  queue_insert_tail(&lot->waiters, &t->node);
-  lot->nwaiters++;
-  t->wait_data = lot;
-  return tether__park(L, t, lot_abort, 2, tether__woken_k);
+  return tether__wait(L, t, &lot->waiters, 2, tether__woken_k);
 }
 
 /* Wakes the longest-parked task, handing it the values at 'first'..top. */
 static struct task *unpark_one (lua_State *L, struct lot *lot, int first) {
-  struct task *t;
+  struct task *t = tether__waitq_first(&lot->waiters);
   int n = lua_gettop(L) - first + 1, i;
-  if (lot->nwaiters == 0)
+  if (t == NULL)
     return NULL;
-  t = queue_data(queue_head(&lot->waiters), struct task, node);
-  if (!lua_checkstack(t->L, n + 1))
+  if (!lua_checkstack(L, n) || !lua_checkstack(t->L, n + 1))
     luaL_error(L, "not enough memory");
   for (i = first; i < first + n; i++)
     lua_pushvalue(L, i);
   lua_xmove(L, t->L, n);
   t->nresume = n;
-  lot->nwaiters--;
-  tether__wake(t, WAKE_OK);
+  tether__waitq_wake(t, WAKE_OK);
   return t;
 }
 
@@ -94,7 +80,7 @@ static int lot_unpark_all (lua_State *L) {
 }
 
 static int lot__len (lua_State *L) {
-  lua_pushinteger(L, check_lot(L, "lot:__len")->nwaiters);
+  lua_pushinteger(L, check_lot(L, "lot:__len")->waiters.count);
   return 1;
 }
 
@@ -107,23 +93,17 @@ static int core_current_task_id (lua_State *L) {
   return 1;
 }
 
-/* Adds ParkingLot and current_task_id to the module table on top; the ctx is
-   just below it. */
-void tether__open_park (lua_State *L) {
+void tether__open_park (lua_State *L, struct ctx *c) {
   static const luaL_Reg methods[] = {{"park", lot_park},
                                      {"unpark", lot_unpark},
                                      {"unpark_all", lot_unpark_all},
-                                     {"__len", lot__len},
                                      {NULL, NULL}};
+  static const luaL_Reg metamethods[] = {{"__len", lot__len}, {NULL, NULL}};
+  static const struct class_def lot_class = {CLASS_LOT, TETHER_LOT_MT, methods,
+                                             metamethods, NULL};
   static const luaL_Reg funcs[] = {{"ParkingLot", core_ParkingLot},
                                    {"current_task_id", core_current_task_id},
                                    {NULL, NULL}};
-  tether__new_class(L, lua_touserdata(L, -2), CLASS_LOT, TETHER_LOT_MT);
-  lua_pushvalue(L, -3);
-  luaL_setfuncs(L, methods, 1);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, funcs, 1);
+  tether__add_class(L, c, &lot_class, 0);
+  tether__add_functions(L, funcs);
 }

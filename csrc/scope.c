@@ -140,7 +140,7 @@ void tether__push_cancelled (lua_State *L, struct task *t) {
       break;
   }
   push_cause(L, catcher);
-  tether__new_error(L, "Cancelled");
+  tether__new_error(L, TASK_CTX(t), ERROR_CANCELLED);
 }
 
 int tether__raise_cancelled (lua_State *L, struct task *t) {
@@ -204,7 +204,7 @@ int tether__scope_exit (lua_State *L, struct task *t, struct scope *s, int ok) {
     return 0;
   catches = s->cancel_called &&
             (s->shield || s->parent == NULL || !s->parent->effective) &&
-            tether__is_class(L, -1, "Cancelled");
+            tether__is_error(L, -1, s->ctx, ERROR_CANCELLED);
   if (catches)
     s->caught = 1;
   return catches;
@@ -266,7 +266,7 @@ static double opt_time (lua_State *L, int idx, const char *fname,
 }
 
 /* tether.CancelScope{deadline = t, shield = b} */
-int core_CancelScope (lua_State *L) {
+static int scope_CancelScope (lua_State *L) {
   const char *fname = "tether.CancelScope";
   double deadline;
   int shield;
@@ -321,19 +321,19 @@ static int new_timeout (lua_State *L, const char *fname, int relative,
   return 1;
 }
 
-int core_move_on_after (lua_State *L) {
+static int scope_move_on_after (lua_State *L) {
   return new_timeout(L, "tether.move_on_after", 1, 0);
 }
 
-int core_move_on_at (lua_State *L) {
+static int scope_move_on_at (lua_State *L) {
   return new_timeout(L, "tether.move_on_at", 0, 0);
 }
 
-int core_fail_after (lua_State *L) {
+static int scope_fail_after (lua_State *L) {
   return new_timeout(L, "tether.fail_after", 1, 1);
 }
 
-int core_fail_at (lua_State *L) {
+static int scope_fail_at (lua_State *L) {
   return new_timeout(L, "tether.fail_at", 0, 1);
 }
 
@@ -350,7 +350,7 @@ static int scope_run_k (lua_State *L, int status, lua_KContext k) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, s->fail_reason_ref);
     else
       lua_pushliteral(L, "deadline exceeded");
-    tether__new_error(L, "TimeoutError");
+    tether__new_error(L, s->ctx, ERROR_TIMEOUT);
     return lua_error(L);
   }
   if (!ok)
@@ -485,7 +485,7 @@ static int scope__gc (lua_State *L) {
 }
 
 /* tether.current_effective_deadline() */
-int core_current_effective_deadline (lua_State *L) {
+static int scope_current_effective_deadline (lua_State *L) {
   struct task *t =
       tether__current(L, CTX(L), "tether.current_effective_deadline");
   struct scope *s;
@@ -504,25 +504,25 @@ int core_current_effective_deadline (lua_State *L) {
   return 1;
 }
 
-/* Creates the CancelScope metatable; the ctx is upvalue 1 of every method. */
-void tether__open_scope (lua_State *L) {
+void tether__open_scope (lua_State *L, struct ctx *c) {
   static const luaL_Reg methods[] = {
       {"run", scope_run}, {"cancel", scope_cancel}, {NULL, NULL}};
   static const luaL_Reg metamethods[] = {{"__newindex", scope__newindex},
                                          {"__tostring", scope__tostring},
                                          {"__gc", scope__gc},
                                          {NULL, NULL}};
-  int ctx = lua_absindex(L, -1);
-  tether__new_class(L, lua_touserdata(L, ctx), CLASS_SCOPE, TETHER_SCOPE_MT);
-  lua_pushvalue(L, ctx);
-  luaL_setfuncs(L, metamethods, 1);
-  lua_pushvalue(L, ctx);
-  lua_createtable(L, 0, 2);
-  lua_pushvalue(L, ctx);
-  luaL_setfuncs(L, methods, 1);
-  lua_pushcclosure(L, scope__index, 2);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  static const struct class_def scope_class = {
+      CLASS_SCOPE, TETHER_SCOPE_MT, methods, metamethods, scope__index};
+  static const luaL_Reg funcs[] = {
+      {"CancelScope", scope_CancelScope},
+      {"move_on_after", scope_move_on_after},
+      {"move_on_at", scope_move_on_at},
+      {"fail_after", scope_fail_after},
+      {"fail_at", scope_fail_at},
+      {"current_effective_deadline", scope_current_effective_deadline},
+      {NULL, NULL}};
+  tether__add_class(L, c, &scope_class, 0);
+  tether__add_functions(L, funcs);
 }
 
 /* }==================================================================== */

@@ -494,12 +494,9 @@ static int core_open_signal_receiver (lua_State *L) {
   return 4;
 }
 
-static int raise_class (lua_State *L, const char *class_name,
-                        const char *message) {
-  lua_pushstring(L, message);
-  tether__new_error(L, class_name);
-  return lua_error(L);
-}
+static const struct wake_error closed_while_reading = {
+    ERROR_CLOSED, "signals:receive: the signal receiver was closed while a "
+                  "task was reading it"};
 
 static int reader_abort (struct task *t) {
   struct receiver *r = t->wait_data;
@@ -522,8 +519,8 @@ static int receive_k (lua_State *L, int status, lua_KContext parked) {
   if (t->scope->effective)
     return tether__raise_cancelled(L, t);
   if (r->closed)
-    return raise_class(L, "ClosedResourceError",
-                       "signals:receive: the signal receiver was closed");
+    return tether__raise(L, TASK_CTX(t), ERROR_CLOSED, "signals:receive",
+                         "the signal receiver was closed");
   pop_pending(r, &signum, &count);
   lua_pushinteger(L, signum);
   lua_pushinteger(L, (lua_Integer)count);
@@ -532,16 +529,18 @@ static int receive_k (lua_State *L, int status, lua_KContext parked) {
 
 /* signals:receive() -> signum, count (a checkpoint) */
 static int receiver_receive (lua_State *L) {
-  struct receiver *r = check_receiver(L, "signals:receive");
-  struct task *t = tether__check_task(L, CTX(L), "signals:receive");
+  const char *fname = "signals:receive";
+  struct ctx *c = CTX(L);
+  struct receiver *r = check_receiver(L, fname);
+  struct task *t = tether__check_task(L, c, fname);
   lua_settop(L, 1);
   if (r->closed)
-    return raise_class(L, "ClosedResourceError",
-                       "signals:receive: the signal receiver is closed");
+    return tether__raise(L, c, ERROR_CLOSED, fname,
+                         "the signal receiver is closed");
   if (r->reader != NULL)
-    return raise_class(L, "BusyResourceError",
-                       "signals:receive: another task is already reading "
-                       "this signal receiver");
+    return tether__raise(L, c, ERROR_BUSY, fname,
+                         "another task is already reading this signal "
+                         "receiver");
   if (!lua_checkstack(L, 3))
     return luaL_error(L, "not enough memory");
   r->reader = t;
@@ -560,12 +559,7 @@ static int receiver_close (lua_State *L) {
   detach(r);
   if (reader != NULL && reader->state == TASK_PARKED) {
     r->reader = NULL;
-    lua_pushliteral(L, "signals:receive: the signal receiver was closed "
-                       "while a task was reading it");
-    tether__new_error(L, "ClosedResourceError");
-    lua_xmove(L, reader->L, 1);
-    reader->nresume = 1;
-    tether__wake(reader, WAKE_ERROR);
+    tether__wake_raise(reader, &closed_while_reading);
   }
   return 0;
 }
@@ -590,9 +584,8 @@ static int receiver__tostring (lua_State *L) {
   return 1;
 }
 
-/* Adds the receiver metatable, the functions and the SIG* constants to the
-   module table on top; the ctx is just below it. */
-void tether__open_signal (lua_State *L) {
+/* Adds the receiver class, the functions and the SIG* constants. */
+void tether__open_signal (lua_State *L, struct ctx *c) {
   static const luaL_Reg methods[] = {
       {"receive", receiver_receive}, {"close", receiver_close}, {NULL, NULL}};
   static const luaL_Reg metamethods[] = {{"__call", receiver__call},
@@ -600,6 +593,8 @@ void tether__open_signal (lua_State *L) {
                                          {"__gc", receiver__gc},
                                          {"__tostring", receiver__tostring},
                                          {NULL, NULL}};
+  static const struct class_def receiver_class = {
+      CLASS_RECEIVER, TETHER_RECV_MT, methods, metamethods, NULL};
   static const luaL_Reg funcs[] = {
       {"open_signal_receiver", core_open_signal_receiver},
       {"kill", core_kill},
@@ -607,16 +602,8 @@ void tether__open_signal (lua_State *L) {
       {"signal_name", core_signal_name},
       {NULL, NULL}};
   int i;
-  tether__new_class(L, lua_touserdata(L, -2), CLASS_RECEIVER, TETHER_RECV_MT);
-  lua_pushvalue(L, -3);
-  luaL_setfuncs(L, metamethods, 1);
-  lua_createtable(L, 0, 2);
-  lua_pushvalue(L, -4);
-  luaL_setfuncs(L, methods, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, funcs, 1);
+  tether__add_class(L, c, &receiver_class, 0);
+  tether__add_functions(L, funcs);
   for (i = 0; signal_names[i].name != NULL; i++) {
     lua_pushinteger(L, signal_names[i].signum);
     lua_setfield(L, -2, signal_names[i].name);

@@ -24,11 +24,9 @@
 ** table indexed from 1); 'head' is the next item to receive.
 */
 struct stream {
-  struct queue senders;   /* parked senders, oldest first */
-  struct queue receivers; /* parked receivers, oldest first */
-  int nsenders;
-  int nreceivers;
-  double max; /* max_buffer_size; HUGE_VAL: unbounded */
+  struct waitq senders;   /* parked senders, oldest first */
+  struct waitq receivers; /* parked receivers, oldest first */
+  double max;             /* max_buffer_size; HUGE_VAL: unbounded */
   lua_Integer head;
   lua_Integer count; /* items in the buffer */
   int open_send;     /* open handles of each end */
@@ -49,20 +47,11 @@ static struct handle *check_handle (lua_State *L, struct ctx *c, int sending,
                             sending ? CLASS_SEND : CLASS_RECEIVE, fname);
 }
 
-/* [-0, +0, e] raises an error of class 'name' with "fname: message". */
-static int raise_error (lua_State *L, const char *name, const char *fname,
-                        const char *message) {
-  lua_pushfstring(L, "%s: %s", fname, message);
-  tether__new_error(L, name);
-  return lua_error(L);
-}
-
 static struct handle *open_handle (lua_State *L, struct ctx *c, int sending,
                                    const char *fname) {
   struct handle *h = check_handle(L, c, sending, fname);
   if (h->closed)
-    raise_error(L, "ClosedResourceError", fname,
-                "this stream handle is closed");
+    tether__raise(L, c, ERROR_CLOSED, fname, "this stream handle is closed");
   return h;
 }
 
@@ -73,17 +62,6 @@ static void push_buffer (lua_State *L, int idx) {
   lua_remove(L, -2);
 }
 
-static struct task *oldest (struct queue *q) {
-  return queue_data(queue_head(q), struct task, node);
-}
-
-/* Wakes a parked task with the error object on top of L. */
-static void wake_with_error (lua_State *L, struct task *t) {
-  lua_xmove(L, t->L, 1);
-  t->nresume = 1;
-  tether__wake(t, WAKE_ERROR);
-}
-
 /* {====================================================================
 ** Sending
 ** ===================================================================== */
@@ -92,17 +70,16 @@ static void wake_with_error (lua_State *L, struct task *t) {
 ** Delivers the item at 'item' without blocking: to the oldest parked
 ** receiver, or into the buffer. Returns 0 when it would have to wait.
 */
-static int try_send (lua_State *L, struct stream *s, int item,
+static int try_send (lua_State *L, struct ctx *c, struct stream *s, int item,
                      const char *fname) {
+  struct task *t = tether__waitq_first(&s->receivers);
   if (s->open_receive == 0)
-    raise_error(L, "BrokenResourceError", fname, "every receive end is closed");
-  if (s->nreceivers > 0) {
-    struct task *t = oldest(&s->receivers);
-    s->nreceivers--;
+    tether__raise(L, c, ERROR_BROKEN, fname, "every receive end is closed");
+  if (t != NULL) {
     lua_pushvalue(L, item);
     lua_xmove(L, t->L, 1); /* room was reserved when it parked */
     t->nresume = 1;
-    tether__wake(t, WAKE_OK);
+    tether__waitq_wake(t, WAKE_OK);
     return 1;
   }
   if ((double)s->count < s->max) {
@@ -124,19 +101,13 @@ static void check_item (lua_State *L, const char *fname) {
 /* send:send_nowait(item) */
 static int send_nowait (lua_State *L) {
   const char *fname = "send:send_nowait";
-  struct handle *h = open_handle(L, CTX(L), 1, fname);
+  struct ctx *c = CTX(L);
+  struct handle *h = open_handle(L, c, 1, fname);
   check_item(L, fname);
-  if (!try_send(L, h->s, SLOT_ITEM, fname))
-    return raise_error(L, "WouldBlock", fname,
-                       "no receiver is waiting and the buffer is full");
+  if (!try_send(L, c, h->s, SLOT_ITEM, fname))
+    return tether__raise(L, c, ERROR_WOULD_BLOCK, fname,
+                         "no receiver is waiting and the buffer is full");
   return 0;
-}
-
-static int sender_abort (struct task *t) {
-  struct handle *h = t->wait_data;
-  queue_remove(&t->node);
-  h->s->nsenders--;
-  return 1;
 }
 
 static int send_send (lua_State *L);
@@ -167,14 +138,11 @@ static int send_send (lua_State *L) {
     lua_settop(L, SLOT_ITEM);
   if (t->scope->effective)
     return tether__reschedule(L, t, -1, cancelled_k);
-  if (try_send(L, h->s, SLOT_ITEM, fname))
+  if (try_send(L, c, h->s, SLOT_ITEM, fname))
     return tether__reschedule(L, t, 0, tether__scheduled_k);
   if (!lua_checkstack(L, 2))
     return luaL_error(L, "not enough memory");
-  queue_insert_tail(&h->s->senders, &t->node);
-  h->s->nsenders++;
-  t->wait_data = h;
-  return tether__park(L, t, sender_abort, SLOT_ITEM, tether__woken_k);
+  return tether__wait(L, t, &h->s->senders, SLOT_ITEM, tether__woken_k);
 }
 
 /* }==================================================================== */
@@ -189,13 +157,12 @@ static int send_send (lua_State *L) {
 ** item pushed, 0 when it would have to wait, -1 when the stream ended.
 */
 static int try_receive (lua_State *L, struct stream *s) {
-  if (s->nsenders > 0) {
-    struct task *t = oldest(&s->senders);
-    s->nsenders--;
+  struct task *t = tether__waitq_first(&s->senders);
+  if (t != NULL) {
     if (s->count == 0) { /* rendezvous: straight from the sender */
       lua_pushvalue(t->L, SLOT_ITEM);
       lua_xmove(t->L, L, 1);
-      tether__wake(t, WAKE_OK);
+      tether__waitq_wake(t, WAKE_OK);
       return 1;
     }
     push_buffer(L, SLOT_HANDLE);
@@ -204,7 +171,7 @@ static int try_receive (lua_State *L, struct stream *s) {
     lua_rawseti(L, -2, s->head + s->count);
     lua_pop(L, 1);
     s->count++;
-    tether__wake(t, WAKE_OK);
+    tether__waitq_wake(t, WAKE_OK);
   }
   if (s->count > 0) {
     push_buffer(L, SLOT_HANDLE);
@@ -223,22 +190,17 @@ static int try_receive (lua_State *L, struct stream *s) {
 /* receive:receive_nowait() */
 static int receive_nowait (lua_State *L) {
   const char *fname = "receive:receive_nowait";
-  struct handle *h = open_handle(L, CTX(L), 0, fname);
+  struct ctx *c = CTX(L);
+  struct handle *h = open_handle(L, c, 0, fname);
   switch (try_receive(L, h->s)) {
     case 1:
       return 1;
     case 0:
-      return raise_error(L, "WouldBlock", fname, "no item is ready");
+      return tether__raise(L, c, ERROR_WOULD_BLOCK, fname, "no item is ready");
     default:
-      return raise_error(L, "EndOfStream", fname, "every send end is closed");
+      return tether__raise(L, c, ERROR_END_OF_STREAM, fname,
+                           "every send end is closed");
   }
-}
-
-static int receiver_abort (struct task *t) {
-  struct handle *h = t->wait_data;
-  queue_remove(&t->node);
-  h->s->nreceivers--;
-  return 1;
 }
 
 /* After a receive parked: an item, or nothing when the stream ended. */
@@ -250,8 +212,8 @@ static int receive_k (lua_State *L, int status, lua_KContext iterating) {
     return 1;
   if (iterating)
     return 0; /* ends a for loop */
-  return raise_error(L, "EndOfStream", "receive:receive",
-                     "every send end is closed");
+  return tether__raise(L, TASK_CTX(t), ERROR_END_OF_STREAM, "receive:receive",
+                       "every send end is closed");
 }
 
 /* After the schedule point of a receive that found its item at once. */
@@ -276,14 +238,12 @@ static int receive (lua_State *L, int iterating) {
     case -1:
       if (iterating)
         return tether__reschedule(L, t, 0, tether__scheduled_k);
-      return raise_error(L, "EndOfStream", fname, "every send end is closed");
+      return tether__raise(L, c, ERROR_END_OF_STREAM, fname,
+                           "every send end is closed");
   }
   if (!lua_checkstack(L, 2))
     return luaL_error(L, "not enough memory");
-  queue_insert_tail(&h->s->receivers, &t->node);
-  h->s->nreceivers++;
-  t->wait_data = h;
-  return tether__park(L, t, receiver_abort, iterating, receive_k);
+  return tether__wait(L, t, &h->s->receivers, iterating, receive_k);
 }
 
 /* receive:receive(): the next item, waiting (FIFO) for one */
@@ -329,8 +289,8 @@ static int core_create_memory_object_stream (lua_State *L) {
   }
   s = lua_newuserdatauv(L, sizeof *s, 1);
   memset(s, 0, sizeof *s);
-  queue_init(&s->senders);
-  queue_init(&s->receivers);
+  tether__waitq_init(&s->senders);
+  tether__waitq_init(&s->receivers);
   s->max = max;
   s->head = 1;
   s->open_send = s->open_receive = 1;
@@ -359,27 +319,32 @@ static int handle_clone (lua_State *L) {
   return 1;
 }
 
-/* Wakes the tasks of 'q' parked through handle 'h' (NULL: all of them),
-   each with a new error of class 'name', or with nothing if name is NULL. */
-static void wake_parked (lua_State *L, struct queue *q, int *count,
-                         struct handle *h, const char *name,
-                         const char *message) {
+static const struct wake_error send_handle_closed = {
+    ERROR_CLOSED, "send:send: this stream handle was closed"};
+static const struct wake_error receive_handle_closed = {
+    ERROR_CLOSED, "receive:receive: this stream handle was closed"};
+static const struct wake_error receive_ends_closed = {
+    ERROR_BROKEN, "send:send: every receive end was closed"};
+
+/*
+** Wakes the tasks of 'q' parked through handle 'h' (NULL: all of them):
+** with the error 'e', or with nothing if 'e' is NULL. Waking allocates
+** nothing, so no finalizer can change the queue during the walk.
+*/
+static void wake_parked (struct waitq *q, const struct handle *h,
+                         const struct wake_error *e) {
   struct queue *node, *next;
-  for (node = q->next; node != q; node = next) {
+  for (node = q->tasks.next; node != &q->tasks; node = next) {
     struct task *t = queue_data(node, struct task, node);
     next = node->next;
-    if (h != NULL && t->wait_data != h)
+    if (h != NULL && lua_touserdata(t->L, SLOT_HANDLE) != h)
       continue;
-    (*count)--;
-    if (name == NULL) {
+    if (e == NULL) {
       t->nresume = 0;
-      tether__wake(t, WAKE_OK);
+      tether__waitq_wake(t, WAKE_OK);
     }
-    else {
-      lua_pushstring(L, message);
-      tether__new_error(L, name);
-      wake_with_error(L, t);
-    }
+    else
+      tether__waitq_raise(t, e);
   }
 }
 
@@ -398,17 +363,14 @@ static int handle_close (lua_State *L) {
   h->closed = 1;
   s = h->s;
   if (h->sending) {
-    wake_parked(L, &s->senders, &s->nsenders, h, "ClosedResourceError",
-                "send:send: this stream handle was closed");
+    wake_parked(&s->senders, h, &send_handle_closed);
     if (--s->open_send == 0)
-      wake_parked(L, &s->receivers, &s->nreceivers, NULL, NULL, NULL);
+      wake_parked(&s->receivers, NULL, NULL);
   }
   else {
-    wake_parked(L, &s->receivers, &s->nreceivers, h, "ClosedResourceError",
-                "receive:receive: this stream handle was closed");
+    wake_parked(&s->receivers, h, &receive_handle_closed);
     if (--s->open_receive == 0)
-      wake_parked(L, &s->senders, &s->nsenders, NULL, "BrokenResourceError",
-                  "send:send: every receive end was closed");
+      wake_parked(&s->senders, NULL, &receive_ends_closed);
   }
   return 0;
 }
@@ -431,9 +393,9 @@ static int handle_statistics (lua_State *L) {
   lua_setfield(L, -2, "open_send_streams");
   lua_pushinteger(L, s->open_receive);
   lua_setfield(L, -2, "open_receive_streams");
-  lua_pushinteger(L, s->nsenders);
+  lua_pushinteger(L, s->senders.count);
   lua_setfield(L, -2, "tasks_waiting_send");
-  lua_pushinteger(L, s->nreceivers);
+  lua_pushinteger(L, s->receivers.count);
   lua_setfield(L, -2, "tasks_waiting_receive");
   return 1;
 }
@@ -446,43 +408,50 @@ static int handle__tostring (lua_State *L) {
   return 1;
 }
 
-/* }==================================================================== */
-
-static void new_class (lua_State *L, int sending, const luaL_Reg *methods,
-                       int ctx) {
-  static const luaL_Reg shared[] = {{"clone", handle_clone},
-                                    {"close", handle_close},
-                                    {"statistics", handle_statistics},
-                                    {"__close", handle_close},
-                                    {"__gc", handle_close},
-                                    {"__tostring", handle__tostring},
-                                    {NULL, NULL}};
-  tether__new_class(L, lua_touserdata(L, ctx),
-                    sending ? CLASS_SEND : CLASS_RECEIVE,
-                    sending ? TETHER_SEND_MT : TETHER_RECEIVE_MT);
-  lua_pushvalue(L, ctx);
-  lua_pushboolean(L, sending);
-  luaL_setfuncs(L, shared, 2);
-  lua_pushvalue(L, ctx);
-  luaL_setfuncs(L, methods, 1);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+/* for item in send: the send end cannot be iterated */
+static int send__call (lua_State *L) {
+  return tether__fname_error(L, "send:__call",
+                             "the send end of a memory object stream cannot "
+                             "be iterated; iterate its receive end: for item "
+                             "in receive do ... end");
 }
 
-/* Adds create_memory_object_stream to the module table on top; the ctx is
-   just below it. */
-void tether__open_stream (lua_State *L) {
-  static const luaL_Reg send_methods[] = {
-      {"send", send_send}, {"send_nowait", send_nowait}, {NULL, NULL}};
-  static const luaL_Reg receive_methods[] = {{"receive", receive_receive},
-                                             {"receive_nowait", receive_nowait},
-                                             {"__call", receive__call},
-                                             {NULL, NULL}};
-  int ctx = lua_absindex(L, -2);
-  new_class(L, 1, send_methods, ctx);
-  new_class(L, 0, receive_methods, ctx);
-  lua_pushvalue(L, ctx);
-  lua_pushcclosure(L, core_create_memory_object_stream, 1);
-  lua_setfield(L, -2, "create_memory_object_stream");
+/* }==================================================================== */
+
+/* Both ends' methods get the end as upvalue 2 (see SENDING). */
+void tether__open_stream (lua_State *L, struct ctx *c) {
+  static const luaL_Reg send_methods[] = {{"send", send_send},
+                                          {"send_nowait", send_nowait},
+                                          {"clone", handle_clone},
+                                          {"close", handle_close},
+                                          {"statistics", handle_statistics},
+                                          {NULL, NULL}};
+  static const luaL_Reg receive_methods[] = {
+      {"receive", receive_receive},      {"receive_nowait", receive_nowait},
+      {"clone", handle_clone},           {"close", handle_close},
+      {"statistics", handle_statistics}, {NULL, NULL}};
+  static const luaL_Reg send_metamethods[] = {{"__call", send__call},
+                                              {"__close", handle_close},
+                                              {"__gc", handle_close},
+                                              {"__tostring", handle__tostring},
+                                              {NULL, NULL}};
+  static const luaL_Reg receive_metamethods[] = {
+      {"__call", receive__call},
+      {"__close", handle_close},
+      {"__gc", handle_close},
+      {"__tostring", handle__tostring},
+      {NULL, NULL}};
+  static const struct class_def send_class = {
+      CLASS_SEND, TETHER_SEND_MT, send_methods, send_metamethods, NULL};
+  static const struct class_def receive_class = {
+      CLASS_RECEIVE, TETHER_RECEIVE_MT, receive_methods, receive_metamethods,
+      NULL};
+  static const luaL_Reg funcs[] = {
+      {"create_memory_object_stream", core_create_memory_object_stream},
+      {NULL, NULL}};
+  lua_pushboolean(L, 1);
+  tether__add_class(L, c, &send_class, 1);
+  lua_pushboolean(L, 0);
+  tether__add_class(L, c, &receive_class, 1);
+  tether__add_functions(L, funcs);
 }

@@ -77,7 +77,7 @@ int tether__msgh (lua_State *L) {
   struct ctx *c = tether__ctx(L);
   struct task *t = c != NULL ? c->current : NULL;
   int rerun;
-  if (t == NULL || t->L != L || tether__is_class(L, 1, "Cancelled"))
+  if (t == NULL || t->L != L || tether__is_error(L, 1, c, ERROR_CANCELLED))
     return 1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->traces_ref);
   rerun = t->reraise;
@@ -233,6 +233,13 @@ void tether__wake (struct task *t, enum wake_status how) {
   tether__schedule(TASK_CTX(t), t);
 }
 
+/* Queues a parked task to raise the error 'e' describes (built in its
+   continuation: waking allocates nothing). */
+void tether__wake_raise (struct task *t, const struct wake_error *e) {
+  tether__wake(t, WAKE_RAISE);
+  t->wait_data = (void *)e; /* read by tether__check_wake */
+}
+
 /* Cancellation reached a parked task: withdraw its wait if it allows. */
 void tether__abort (struct task *t) {
   if (t->state == TASK_PARKED && t->abort != NULL && t->abort(t))
@@ -291,12 +298,19 @@ struct task *tether__resumed (lua_State *L, int base, lua_KContext kctx,
   return NULL;
 }
 
-/* In a continuation: raises Cancelled or the error value the waker left. */
+/* In a continuation: raises Cancelled or the error the waker chose. */
 void tether__check_wake (lua_State *L, struct task *t) {
-  if (t->wake == WAKE_CANCELLED)
-    tether__raise_cancelled(L, t);
-  else if (t->wake == WAKE_ERROR)
-    tether__reraise(L, t);
+  switch (t->wake) {
+    case WAKE_CANCELLED:
+      tether__raise_cancelled(L, t);
+      break;
+    case WAKE_ERROR:
+      tether__reraise(L, t);
+      break;
+    case WAKE_RAISE:
+      tether__raise_wake_error(L, TASK_CTX(t), t->wait_data);
+      break;
+  }
 }
 
 /* }==================================================================== */
@@ -329,12 +343,12 @@ int tether__woken_k (lua_State *L, int status, lua_KContext base) {
   return lua_gettop(L) - (int)base;
 }
 
-int core_checkpoint (lua_State *L) {
+static int task_checkpoint (lua_State *L) {
   struct task *t = tether__check_task(L, CTX(L), "tether.checkpoint");
   return tether__reschedule(L, t, 0, tether__checkpoint_k);
 }
 
-int core_checkpoint_if_cancelled (lua_State *L) {
+static int task_checkpoint_if_cancelled (lua_State *L) {
   struct task *t =
       tether__check_task(L, CTX(L), "tether.checkpoint_if_cancelled");
   if (!t->scope->effective)
@@ -342,7 +356,7 @@ int core_checkpoint_if_cancelled (lua_State *L) {
   return tether__reschedule(L, t, 0, tether__checkpoint_k);
 }
 
-int core_cancel_shielded_checkpoint (lua_State *L) {
+static int task_cancel_shielded_checkpoint (lua_State *L) {
   struct task *t =
       tether__check_task(L, CTX(L), "tether.cancel_shielded_checkpoint");
   return tether__reschedule(L, t, 0, tether__scheduled_k);
@@ -353,19 +367,19 @@ int core_cancel_shielded_checkpoint (lua_State *L) {
 ** the public function, so errors speak of "lock:acquire", not of a
 ** checkpoint the user never called.
 */
-int core_checkpoint_as (lua_State *L) {
+static int task_checkpoint_as (lua_State *L) {
   struct task *t = tether__check_task(L, CTX(L), luaL_checkstring(L, 1));
   return tether__reschedule(L, t, 0, tether__checkpoint_k);
 }
 
-int core_checkpoint_if_cancelled_as (lua_State *L) {
+static int task_checkpoint_if_cancelled_as (lua_State *L) {
   struct task *t = tether__check_task(L, CTX(L), luaL_checkstring(L, 1));
   if (!t->scope->effective)
     return 0;
   return tether__reschedule(L, t, 0, tether__checkpoint_k);
 }
 
-int core_cancel_shielded_checkpoint_as (lua_State *L) {
+static int task_cancel_shielded_checkpoint_as (lua_State *L) {
   struct task *t = tether__check_task(L, CTX(L), luaL_checkstring(L, 1));
   return tether__reschedule(L, t, 0, tether__scheduled_k);
 }
@@ -406,7 +420,7 @@ static double check_time (lua_State *L, const char *fname, const char *what,
   return x;
 }
 
-int core_sleep (lua_State *L) {
+static int task_sleep (lua_State *L) {
   struct ctx *c = CTX(L);
   double delay = check_time(L, "tether.sleep", "delay", 1);
   struct task *t = tether__check_task(L, c, "tether.sleep");
@@ -415,14 +429,14 @@ int core_sleep (lua_State *L) {
   return sleep_until(L, t, tether__now() + delay);
 }
 
-int core_sleep_until (lua_State *L) {
+static int task_sleep_until (lua_State *L) {
   struct ctx *c = CTX(L);
   double deadline = check_time(L, "tether.sleep_until", "deadline", 0);
   struct task *t = tether__check_task(L, c, "tether.sleep_until");
   return sleep_until(L, t, deadline);
 }
 
-int core_sleep_forever (lua_State *L) {
+static int task_sleep_forever (lua_State *L) {
   struct task *t = tether__check_task(L, CTX(L), "tether.sleep_forever");
   return sleep_until(L, t, HUGE_VAL);
 }
@@ -450,12 +464,12 @@ static void push_task_info (lua_State *L, struct task *t) {
   }
 }
 
-int core_current_task (lua_State *L) {
+static int task_current_task (lua_State *L) {
   push_task_info(L, tether__current(L, CTX(L), "tether.current_task"));
   return 1;
 }
 
-int core_get_running_tasks (lua_State *L) {
+static int task_get_running_tasks (lua_State *L) {
   struct ctx *c = CTX(L);
   lua_Integer i = 0;
   int slot;
@@ -473,23 +487,30 @@ int core_get_running_tasks (lua_State *L) {
   return 1;
 }
 
-static int blocked_abort (struct task *t) {
-  queue_remove(&t->node);
-  return 1;
-}
-
-/* Wakes every wait_all_tasks_blocked caller: no other task is ready. */
-void tether__wake_blocked_waiters (struct ctx *c) {
-  while (!queue_empty(&c->blocked_waiters))
-    tether__wake(queue_data(queue_head(&c->blocked_waiters), struct task, node),
-                 WAKE_OK);
-}
-
-int core_wait_all_tasks_blocked (lua_State *L) {
+static int task_wait_all_tasks_blocked (lua_State *L) {
   struct ctx *c = CTX(L);
   struct task *t = tether__check_task(L, c, "tether.wait_all_tasks_blocked");
-  queue_insert_tail(&c->blocked_waiters, &t->node);
-  return tether__park(L, t, blocked_abort, lua_gettop(L), tether__woken_k);
+  return tether__wait(L, t, &c->blocked_waiters, lua_gettop(L),
+                      tether__woken_k);
 }
 
 /* }==================================================================== */
+
+void tether__open_task (lua_State *L, struct ctx *c) {
+  static const luaL_Reg funcs[] = {
+      {"sleep", task_sleep},
+      {"sleep_until", task_sleep_until},
+      {"sleep_forever", task_sleep_forever},
+      {"checkpoint", task_checkpoint},
+      {"checkpoint_if_cancelled", task_checkpoint_if_cancelled},
+      {"cancel_shielded_checkpoint", task_cancel_shielded_checkpoint},
+      {"checkpoint_as", task_checkpoint_as},
+      {"checkpoint_if_cancelled_as", task_checkpoint_if_cancelled_as},
+      {"cancel_shielded_checkpoint_as", task_cancel_shielded_checkpoint_as},
+      {"current_task", task_current_task},
+      {"get_running_tasks", task_get_running_tasks},
+      {"wait_all_tasks_blocked", task_wait_all_tasks_blocked},
+      {NULL, NULL}};
+  (void)c;
+  tether__add_functions(L, funcs);
+}

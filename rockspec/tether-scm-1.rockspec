@@ -40,6 +40,7 @@ build = {
       sources = {
         "csrc/core.c",
         "csrc/embed.c",
+        "csrc/errors.c",
         "csrc/event.c",
         "csrc/group.c",
         "csrc/loop.c",
@@ -49,6 +50,7 @@ build = {
         "csrc/signal.c",
         "csrc/stream.c",
         "csrc/task.c",
+        "csrc/wait.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
       incdirs = { "csrc", "$(LIBUV_INCDIR)" },

@@ -438,4 +438,23 @@ describe("embedding tether in a C host", function()
       "PASS",
     })
   end)
+
+  it("links into a host without name clashes: libtether.a defines no global symbol "
+    .. "outside tether_*, tether__* and luaopen_tether*", function()
+    local out, status = shell(("cd %s && make -s --no-print-directory staticlib >/dev/null 2>&1 "
+      .. "&& nm -g --defined-only %s"):format(q(ROOT), q(BUILDDIR .. "/libtether.a")))
+    assert.equals(0, status, out)
+    local exported, strays = 0, {}
+    for line in out:gmatch("[^\n]+") do
+      local kind, name = line:match("^%x+ (%u) ([%w_]+)$")
+      if kind and kind:match("[TDBR]") then
+        exported = exported + 1
+        if not (name:match("^tether_") or name:match("^luaopen_tether")) then
+          strays[#strays + 1] = name
+        end
+      end
+    end
+    assert.is_true(exported >= 10, "nm listed almost nothing:\n" .. out)
+    assert.same({}, strays)
+  end)
 end)

@@ -3,49 +3,34 @@
 -- these classes; `tether.is(err, tether.Cancelled)` tests for one. Misuse
 -- (a wrong argument, a closed object) raises a plain string instead, starting
 -- with the name of the function that was misused.
+--
+-- The classes are made by the core (`tether.core`), which raises them; this
+-- module gives `ErrorGroup` its report and adds `is`. Each class has
+-- `Class.new(message)`, and its instances print as "tether.Name: message".
 -- @module tether.errors
+
+local core = require "tether.core"
 
 local errors = {}
 
-local function describe(class_name, err)
-  return class_name .. ": " .. tostring(err.message)
+--- The names of the classes (each is `errors.Name` and `tether.Name`):
+-- `Cancelled` (the enclosing cancel scope was cancelled; caught by that
+-- scope), `Interrupted` (Ctrl+C ended the run), `TimeoutError` (a
+-- fail_after/fail_at deadline expired), `ErrorGroup` (errors of a task
+-- group), `WouldBlock` (a non-blocking call could not proceed),
+-- `EndOfStream` (the other end was closed and everything was received),
+-- `ClosedResourceError` (the object was closed by this side),
+-- `BrokenResourceError` (the other side is gone), `BusyResourceError`
+-- (another task is already using the resource).
+errors.names = {
+  "Cancelled", "Interrupted", "TimeoutError", "ErrorGroup", "WouldBlock",
+  "EndOfStream", "ClosedResourceError", "BrokenResourceError",
+  "BusyResourceError",
+}
+
+for _, name in ipairs(errors.names) do
+  errors[name] = core[name]
 end
-
---- Makes an error class: a metatable whose instances print as
--- "tether.Name: message".
-local function class(name)
-  local full = "tether." .. name
-  local cls = { __name = full }
-  cls.__index = cls
-  cls.__tostring = function(err) return describe(full, err) end
-  --- Creates an instance with the given message.
-  cls.new = function(message)
-    return setmetatable({ message = message }, cls)
-  end
-  errors[name] = cls
-  return cls
-end
-
---- The task's enclosing cancel scope was cancelled. Raised by checkpoints;
--- caught by the scope that was cancelled. Do not swallow it for long: it is
--- raised again at the next checkpoint.
-class "Cancelled"
---- Ctrl+C (SIGINT) ended the run.
-class "Interrupted"
---- A fail_after/fail_at deadline expired.
-class "TimeoutError"
---- A non-blocking call could not proceed.
-class "WouldBlock"
---- The other end of a stream was closed and everything was received.
-class "EndOfStream"
---- The object was closed by this side.
-class "ClosedResourceError"
---- The other side of the resource is gone.
-class "BrokenResourceError"
---- Another task is already using the resource.
-class "BusyResourceError"
-
-local ErrorGroup = class "ErrorGroup"
 
 -- tostring that cannot fail: an error value's own __tostring may raise.
 local function describe_value(value)
@@ -59,7 +44,7 @@ end
 
 --- An ErrorGroup prints every error with the task that raised it and the
 -- traceback captured where it was raised.
-ErrorGroup.__tostring = function(group)
+errors.ErrorGroup.__tostring = function(group)
   local lines = { "tether.ErrorGroup: " .. tostring(group.message) }
   for i = 1, #group.tasks do -- errors may hold nil: tasks has no holes
     lines[#lines + 1] = string.format("  [%d] in task %s: %s", i,

@@ -8,18 +8,12 @@ local core = require "tether.core"
 local errors = require "tether.errors"
 local sync = require "tether.sync"
 
-core.set_error_classes(errors)
-
 local tether = {
   _VERSION = core._VERSION,
   is = errors.is,
 }
 
-for _, name in ipairs {
-  "Cancelled", "Interrupted", "TimeoutError", "ErrorGroup", "WouldBlock",
-  "EndOfStream", "ClosedResourceError", "BrokenResourceError",
-  "BusyResourceError",
-} do
+for _, name in ipairs(errors.names) do
   tether[name] = errors[name]
 end
 
