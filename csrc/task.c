@@ -9,6 +9,8 @@
 #include <math.h>
 #include <stdarg.h>
 
+#include <lualib.h>
+
 #include "internal.h"
 
 #define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -298,6 +300,58 @@ struct task *tether__resumed (lua_State *L, int base, lua_KContext kctx,
   return NULL;
 }
 
+/*
+** Whether 'co' is suspended inside a tether task: its outermost frame is
+** task_entry, which only tether starts coroutines with. (A coroutine a task
+** created has frames of its own at the bottom.)
+*/
+static int runs_task (lua_State *co) {
+  lua_Debug ar;
+  int level = 0, is;
+  if (lua_status(co) != LUA_YIELD || !lua_checkstack(co, 1))
+    return 0;
+  while (lua_getstack(co, level + 1, &ar))
+    level++;
+  if (!lua_getstack(co, level, &ar) || !lua_getinfo(co, "f", &ar))
+    return 0;
+  is = lua_tocfunction(co, -1) == tether__task_entry;
+  lua_pop(co, 1);
+  return is;
+}
+
+/*
+** coroutine.close, guarded: closing a task's coroutine (taken with
+** coroutine.running) would unwind the task behind the scheduler's back,
+** leaving its records pointing at scopes and groups that its stack alone
+** kept alive. Upvalue 1 is the original coroutine.close.
+*/
+static int guarded_close (lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  if (co != NULL && runs_task(co))
+    return tether__fname_error(
+        L, "coroutine.close",
+        "this coroutine runs a tether task, which only tether may close; "
+        "to stop the task, cancel a scope around it (scope:cancel())");
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* Puts guarded_close in place of the coroutine library's close (once). */
+static void guard_coroutine_close (lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, LUA_COLIBNAME) == LUA_TTABLE &&
+      lua_getfield(L, -1, "close") == LUA_TFUNCTION &&
+      lua_tocfunction(L, -1) != guarded_close) {
+    lua_pushcclosure(L, guarded_close, 1);
+    lua_setfield(L, -2, "close");
+    lua_pop(L, 2);
+    return;
+  }
+  lua_settop(L, lua_gettop(L) - 3);
+}
+
 /* In a continuation: raises Cancelled or the error the waker chose. */
 void tether__check_wake (lua_State *L, struct task *t) {
   switch (t->wake) {
@@ -513,4 +567,5 @@ void tether__open_task (lua_State *L, struct ctx *c) {
       {NULL, NULL}};
   (void)c;
   tether__add_functions(L, funcs);
+  guard_coroutine_close(L);
 }

@@ -668,6 +668,68 @@ describe("coroutine.resume of a task's coroutine from another task", function()
     end)
   end
 
+  -- coroutine.close of that coroutine would unwind the task behind the scheduler's
+  -- back (its scopes and groups live on its stack): it raises instead, and the task
+  -- goes on as if nothing happened.
+  for _, case in ipairs(WAITS) do
+    local label, block, release, want = case[1], case[2], case[3], case[4]
+    it("refuses coroutine.close of a task " .. label .. ", which then ends as it would have",
+      function()
+        local closed, got
+        helper.run(function()
+          local w = { event = tether.Event(), lock = tether.Lock() }
+          w.send, w.receive = tether.create_memory_object_stream(0)
+          w.lock:acquire()
+          tether.task_group(function(tg)
+            local co
+            tg:start_soon(function()
+              co = coroutine.running()
+              got = table.pack(block(w))
+            end)
+            tether.wait_all_tasks_blocked()
+            closed = table.pack(pcall(coroutine.close, co))
+            assert.equal("suspended", coroutine.status(co))
+            release(w)
+          end)
+        end)
+        assert.same({ n = 1, want }, got)
+        assert.is_false(closed[1])
+        assert.matches("^coroutine%.close: this coroutine runs a tether task", closed[2])
+      end)
+  end
+
+  it("still closes ordinary coroutines, inside and outside tasks, with their <close> "
+    .. "variables", function()
+    local log = {}
+    local function generator(name)
+      return coroutine.create(function()
+        local guard <close> = setmetatable({}, { __close = function() log[#log + 1] = name end })
+        coroutine.yield(guard)
+        coroutine.yield(guard)
+      end)
+    end
+    local outside = generator("outside")
+    assert(coroutine.resume(outside))
+    assert.same({ true }, { coroutine.close(outside) })
+    helper.run(function()
+      local inside = generator("inside")
+      assert(coroutine.resume(inside))
+      assert.same({ true }, { coroutine.close(inside) })
+      local failing = coroutine.create(function()
+        local _ <close> = setmetatable({}, { __close = function() error("in __close") end })
+        coroutine.yield()
+      end)
+      coroutine.resume(failing)
+      local ok, err = coroutine.close(failing)
+      assert.is_false(ok)
+      assert.matches("in __close", err)
+      local dead = coroutine.create(function() end)
+      coroutine.resume(dead)
+      assert.same({ true }, { coroutine.close(dead) })
+    end)
+    assert.same({ "outside", "inside" }, log)
+  end)
+
   -- The two states in which the task is not parked: on the run queue after a
   -- checkpoint, and woken with a value already handed to it.
   it("leaves a task on the run queue to run from its checkpoint", function()
