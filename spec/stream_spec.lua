@@ -221,6 +221,17 @@ describe("send_nowait and receive_nowait", function()
       assert.same(expected{ max_buffer_size = 1 }, stats(send))
     end)
   end)
+
+  it("say how to iterate when a for loop is given the send end", function()
+    local send, receive = create(1)
+    send:send_nowait("kept")
+    local ok, err = pcall(function()
+      for _ in send do error("the send end yielded an item") end
+    end)
+    assert.is_false(ok)
+    assert.matches("^send:__call: .* iterate its receive end: for item in receive do", err)
+    assert.equal("kept", receive:receive_nowait())
+  end)
 end)
 
 -------------------------------------------------------------------------------------------
