@@ -30,6 +30,7 @@ local tether = require "tether"
 local helper = require "spec.helper"
 local stress = require "spec.support.stress_program"
 local storm = require "spec.support.stress_storm"
+local finalizers = require "spec.support.stress_finalizers"
 
 local SCALE = helper.time_scale or 1
 local DEFAULT_SEED = 20240607
@@ -66,8 +67,10 @@ local function program_seeds(seed, n)
 end
 
 -- Runs the programs `pseeds` together in one tether.run; returns, per program, the list
--- of problems (empty: every invariant held), the program and its record.
-local function run_batch(pseeds)
+-- of problems (empty: every invariant held), the program and its record.  With `chaos`,
+-- finalizer chaos (spec/support/stress_finalizers.lua) runs beside them; its problems
+-- are reported with the first program's.
+local function run_batch(pseeds, chaos)
   local progs, recs = {}, {}
   for i, pseed in ipairs(pseeds) do
     progs[i] = stress.generate(pseed)
@@ -75,7 +78,16 @@ local function run_batch(pseeds)
     recs[i] = stress.new_record(progs[i])
   end
   local ok, err
-  if #progs == 1 then
+  if chaos then
+    chaos = finalizers.new(progs)
+    ok, err = pcall(helper.run_within, RUN_WATCHDOG, function()
+      tether.task_group(function(tg)
+        tg:start_soon(chaos.run)
+        stress.main_batch(progs, recs)
+        chaos.stop()
+      end)
+    end)
+  elseif #progs == 1 then
     ok, err = pcall(helper.run_within, RUN_WATCHDOG, stress.main, progs[1], recs[1])
   else
     ok, err = pcall(helper.run_within, RUN_WATCHDOG, stress.main_batch, progs, recs)
@@ -86,9 +98,12 @@ local function run_batch(pseeds)
     if not ok then
       table.insert(problems, 1, "the run raised: " .. tostring(err))
     end
+    if chaos and i == 1 then
+      for _, p in ipairs(chaos.check()) do problems[#problems + 1] = "finalizer chaos: " .. p end
+    end
     results[i] = { problems = problems, prog = progs[i], rec = recs[i] }
   end
-  return results
+  return results, chaos
 end
 
 -- What the Lua state holds after a full collection: heap size (KiB) and the number of
@@ -167,6 +182,36 @@ describe("stress: random programs of groups, scopes, errors, streams and locks",
       assert(heap <= base_heap + 2048, ("the Lua heap grew from %d KiB to %d KiB over %d "
         .. "programs"):format(base_heap // 1, heap // 1, #seeds))
     end
+  end)
+
+  -- Any allocation may run finalizers, and a finalizer may call tether: with the
+  -- collector stepping at nearly every allocation, garbage whose __gc makes
+  -- non-blocking calls (changing chaos's own objects while tasks are parked on them,
+  -- reading the programs' objects) runs inside the programs' and the core's work.
+  it("keep every invariant while finalizers call tether at every allocation", function()
+    local seeds = program_seeds(SEED + 1, math.max(8, RUNS // 10))
+    local mode = collectgarbage("incremental", 1, 1000, 6)
+    local failed, pokes = {}, 0
+    local ok, err = pcall(function()
+      for first = 1, #seeds, BATCH do
+        local batch = table.move(seeds, first, math.min(first + BATCH - 1, #seeds), 1, {})
+        local results, chaos = run_batch(batch, true)
+        pokes = pokes + chaos.pokes
+        for _, res in ipairs(results) do
+          if #res.problems > 0 and #failed < MAX_REPORTED then
+            failed[#failed + 1] = ("program seed %d (STRESS_SEED=%d):\n  %s"):format(
+              res.prog.seed, SEED, table.concat(res.problems, "\n  ", 1,
+                math.min(#res.problems, 20)))
+          end
+        end
+      end
+    end)
+    collectgarbage("incremental", 200, 100, 13) -- Lua's defaults (it cannot report them)
+    collectgarbage(mode)
+    assert(ok, err)
+    say(("stress finalizers: %d programs, %d finalizer calls into tether"):format(#seeds, pokes))
+    assert(pokes > 0, "no finalizer ran")
+    assert(#failed == 0, table.concat(failed, "\n\n"))
   end)
 
   it("the generator is deterministic: one seed, one program", function()
@@ -338,6 +383,7 @@ describe("stress: signal storms", function()
     local code = ([[
 local tether = require "tether"
 local storm = require "spec.support.stress_storm"
+local finalizers = require "spec.support.stress_finalizers"
 local USR1, USR2, URG, WINCH = tether.SIGUSR1, tether.SIGUSR2, tether.SIGURG, tether.SIGWINCH
 local function bits(m)
   local out = {}
@@ -388,6 +434,7 @@ print("end")
     local code = ([[
 local tether = require "tether"
 local storm = require "spec.support.stress_storm"
+local finalizers = require "spec.support.stress_finalizers"
 local r = require("spec.support.stress_program").new_rng(%d)
 local LUA = %q
 local USR1, USR2, URG, WINCH = tether.SIGUSR1, tether.SIGUSR2, tether.SIGURG, tether.SIGWINCH
