@@ -163,7 +163,9 @@ function M.new(progs)
     collectgarbage("collect") -- the last finalizers run now, outside any task
     if lock:locked() then problem("chaos lock still locked") end
     if sem.value ~= 1 then problem("chaos semaphore value %s", tostring(sem.value)) end
-    if limiter.borrowed_tokens ~= 0 then problem("chaos limiter borrowed %d", limiter.borrowed_tokens) end
+    if limiter.borrowed_tokens ~= 0 then
+      problem("chaos limiter borrowed %d", limiter.borrowed_tokens)
+    end
     if #lot ~= 0 then problem("%d tasks still parked in the chaos lot", #lot) end
     return chaos.problems
   end
