@@ -33,6 +33,11 @@
 --   as tether.run(main) and call it from a task`.
 -- * Only tether resumes a task's coroutine: a `coroutine.resume` of it
 --   returns `true` and a message, and the task goes on waiting.
+--
+-- A C program can run tether on a libuv loop it owns and drives, start tasks
+-- from C, post work from other threads and shut down with every handle
+-- closed: `csrc/tether.h` is the header, docs/embedding.md explains it, and
+-- `make install` installs the header, `libtether.a` and `tether.pc`.
 -- @section running
 
 --- Runs `fn(...)` as the main task of a new event loop.
@@ -106,8 +111,8 @@
 -- @raise outside `tether.run` and from a plain coroutine inside a task, with
 -- the messages of a blocking call (it works across C-call boundaries)
 
---- Every live task, as records like `current_task`'s.
--- Not a checkpoint.
+--- Every live task, as records like `current_task`'s (tether's own internal
+-- tasks, if any, may appear too). Not a checkpoint.
 -- @function get_running_tasks
 -- @treturn {table,...}
 -- @raise `tether.get_running_tasks: called outside tether.run`
@@ -345,6 +350,13 @@
 -- integer >= 0 or math.huge, got ...`
 -- @usage
 -- local send, receive = tether.create_memory_object_stream(10)
+-- tether.task_group(function(tg)
+--   tg:start_soon(function()
+--     local _ <close> = send          -- closing it ends the loop below
+--     for i = 1, 3 do send:send(i) end
+--   end)
+--   for item in receive do print(item) end
+-- end)
 
 --- Creates a non-reentrant lock, owned by the task that acquired it.
 -- @function Lock
