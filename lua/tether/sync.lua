@@ -14,7 +14,7 @@ local ParkingLot = core.ParkingLot
 local task_id = core.current_task_id
 local checkpoint_if_cancelled_as = core.checkpoint_if_cancelled_as
 local shielded_checkpoint_as = core.cancel_shielded_checkpoint_as
-local get_running_tasks = core.get_running_tasks
+local running_thread, thread_status = coroutine.running, coroutine.status
 local WouldBlock, BrokenResourceError = errors.WouldBlock, errors.BrokenResourceError
 
 local sync = {}
@@ -86,19 +86,19 @@ end
 -- The lock operations take the public name of the caller, so that a
 -- Condition's errors name the condition's method.
 
-local function task_is_alive(id)
-  for _, task in ipairs(get_running_tasks()) do
-    if task.id == id then return true end
-  end
-  return false
+--- Makes task `me`, running now, the lock's owner. The owner's thread is kept
+-- to tell whether the owner finished: a task's thread is dead from its end
+-- until it is reused for a new task.
+local function take(lock, me)
+  lock._owner = me
+  lock._owner_thread = running_thread()
 end
 
 --- Raises BrokenResourceError if the lock's owner finished without releasing
--- it (nobody could ever release it then). Checked only when no task waits
--- for the lock, so that contention costs one look at the task list, not
--- one per waiter.
+-- it: nobody could ever release it then.
 local function check_owner_alive(lock, fname)
-  if #lock._lot == 0 and not task_is_alive(lock._owner) then
+  local thread = lock._owner_thread
+  if thread ~= nil and thread_status(thread) == "dead" then
     error(BrokenResourceError.new(("%s: the lock is held by task %d, which "
       .. "finished without releasing it; release a lock in the task that "
       .. "acquired it, e.g. with `local guard <close> = lock:acquire()`")
@@ -113,7 +113,7 @@ local function lock_acquire_nowait(lock, fname)
     check_owner_alive(lock, fname)
     would_block(fname, "the lock is held by another task")
   end
-  lock._owner = me
+  take(lock, me)
 end
 
 local function lock_acquire(lock, fname)
@@ -121,11 +121,12 @@ local function lock_acquire(lock, fname)
   check_not_owner(lock, me, fname)
   checkpoint_if_cancelled_as(fname)
   if lock._owner == nil then
-    lock._owner = me
+    take(lock, me)
     shielded_checkpoint_as(fname)
   else
     check_owner_alive(lock, fname)
     lock._lot:park(fname) -- release() makes us the owner before waking us
+    take(lock, me)
   end
 end
 
@@ -135,7 +136,9 @@ local function lock_release(lock, fname)
     misuse(fname, lock._owner == nil and "the lock is not locked"
       or "the lock is held by another task; only its owner may release it")
   end
-  lock._owner = lock._lot:unpark() -- the woken task's id, or nil
+  -- The woken task's id, or nil; the new owner notes its thread when it runs.
+  lock._owner = lock._lot:unpark()
+  lock._owner_thread = nil
 end
 
 --- Takes the lock if it is free; raises `WouldBlock` otherwise.
@@ -304,11 +307,10 @@ local shield = { shield = true }
 --- Takes the lock back for a condition waiter: at once if it is free, else
 -- in FIFO order (the caller shields this from cancellation).
 local function retake(lock, me, fname)
-  if lock._owner == nil then
-    lock._owner = me
-  else
+  if lock._owner ~= nil then
     lock._lot:park(fname) -- release() makes us the owner before waking us
   end
+  take(lock, me)
 end
 
 local function wait(self, fname)
@@ -326,7 +328,7 @@ local function wait(self, fname)
   -- not hold would raise "not locked" and hide the real error.
   local _, retake_error = pcall(reacquire.run, reacquire, retake, lock, me, fname)
   if lock._owner == nil then
-    lock._owner = me -- the call failed before retake() ran
+    take(lock, me) -- the call failed before retake() ran
   end
   if not woken then error(wait_error, 0) end
   if lock._owner ~= me then error(retake_error, 0) end
