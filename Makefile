@@ -258,11 +258,15 @@ soak: all
 	$(call timed,$(call busted_cmd,$(BUILDDIR)) --exclude-tags=known_bug spec/stress_spec.lua,make soak)
 
 # ---- docs: the API reference (LDoc, config.ld) into build/docs ----------------------
-# Debian's lua-ldoc needs lua-markdown for format = "markdown"; without it LDoc
-# silently falls back to plain text, which this target refuses.
+# Installs LDoc the way `make deps` installs packages.  Debian's lua-ldoc needs
+# lua-markdown for format = "markdown"; without it LDoc silently falls back to plain
+# text, which this target refuses.
+
+DOCS_PKGS ?= lua-ldoc lua-markdown
 
 docs:
-	@command -v ldoc >/dev/null 2>&1 || { echo "make docs: apt-get install lua-ldoc lua-markdown" >&2; exit 1; }
+	@$(MAKE) --no-print-directory deps DEPS_PKGS='$(DOCS_PKGS)'
+	@command -v ldoc >/dev/null 2>&1 || { echo "make docs: no ldoc command; install the Debian packages $(DOCS_PKGS)" >&2; exit 1; }
 	rm -rf build/docs
 	@out=$$(ldoc --fatalwarnings . 2>&1); status=$$?; printf '%s\n' "$$out"; \
 	if printf '%s\n' "$$out" | grep -q 'falling back to text'; then \

@@ -239,11 +239,22 @@ static int group_task_group (lua_State *L) {
 */
 static int task_args (lua_State *L, const char *fname, struct group *g) {
   int fn = 2;
-  if (lua_type(L, 2) == LUA_TSTRING && !lua_isnoneornil(L, 3))
+  if (lua_type(L, 2) == LUA_TSTRING) {
     fn = 3;
-  if (!tether__is_callable(L, fn))
-    tether__fname_error(L, fname, "expected a %sfunction to run, got %s",
-                        fn == 2 ? "task name or " : "", luaL_typename(L, fn));
+    if (!tether__is_callable(L, fn))
+      tether__fname_error(L, fname,
+                          "expected a function (or callable) after the task "
+                          "name \"%s\", got %s; call it as "
+                          "%s(\"%s\", fn, ...)",
+                          lua_tostring(L, 2), luaL_typename(L, fn), fname,
+                          lua_tostring(L, 2));
+  }
+  else if (!tether__is_callable(L, fn))
+    tether__fname_error(L, fname,
+                        "expected a function (or callable) to run, or a task "
+                        "name and then one, got %s; call it as "
+                        "%s([name,] fn, ...)",
+                        luaL_typename(L, fn), fname);
   if (g->state != GROUP_ACTIVE)
     tether__fname_error(L, fname,
                         "this task group has exited; no new tasks can be "

@@ -1,32 +1,60 @@
---- The part of `tether` that the C core provides.
+--- The reference entries of `tether`.
 --
--- This file is never loaded: it holds only LDoc comments for the functions
--- and objects of `tether.core` (csrc/), which `lua/tether/init.lua`
--- re-exports, and for the error classes of `lua/tether/errors.lua`, so that
--- `ldoc .` documents the whole of `tether` on one page. When a C function
--- changes, change its entry here. The contract is API.md; the guide is
--- docs/guide.md.
+-- This file is never loaded: it holds the LDoc comments for every public name
+-- of `tether`, as a program calls it (`tether.Lock`, not the module that
+-- implements it). The functions come from the C core (csrc/) and from
+-- lua/tether/; when one changes, change its entry here. This reference is the
+-- contract; docs/guide.md is the tour.
 -- @module tether
 
 --- Running.
--- The event loop, the clock, sleeping and checkpoints.
+-- The event loop, the clock, sleeping and checkpoints. `tether._VERSION` is
+-- the version, e.g. `"0.1.0"`.
 --
--- Rules that hold for every entry on this page:
+-- Rules that hold for every entry of this reference:
 --
 -- * A **checkpoint** yields to other tasks and raises `Cancelled` if the
---   task is cancelled; a blocking call that raised `Cancelled` had no effect.
+--   task is cancelled. Every blocking call is a checkpoint: when it returns it
+--   has yielded and checked for cancellation; when it raises `Cancelled` it
+--   had no effect. Calls that never block (`event:set`, `lock:release`, the
+--   `*_nowait` calls, `close`, `scope:cancel`, `tg:start_soon`) are not
+--   checkpoints and never raise `Cancelled`.
+-- * Entering a task group or a cancel scope is not a checkpoint. Leaving a
+--   task group that has no children left is a schedule point (other tasks
+--   run) but not a cancel point.
 -- * Misuse (a wrong argument, a closed object, a negative delay) raises a
---   string that starts with the function's name, e.g.
+--   string that starts with the function's name and says what to do, e.g.
 --   `tether.sleep: delay must be >= 0, got -1`.
 -- * A blocking call made outside `tether.run`, from a plain coroutine inside a
---   task, or across a C-call boundary (a metamethod, a `table.sort`
---   comparator, a `string.gsub` callback, `require`) raises a string naming
---   the call and the cause, e.g. `tether.sleep: called outside tether.run;
---   run the program as tether.run(main) and call it from a task`.
+--   task (a `coroutine.wrap` of your own), or across a C-call boundary (a
+--   metamethod such as `__tostring` or `__gc`, a `table.sort` comparator, a
+--   `string.gsub` callback, `require`) raises a string naming the call and
+--   the cause, e.g. `tether.sleep: called outside tether.run; run the program
+--   as tether.run(main) and call it from a task`.
+-- * Only tether resumes a task's coroutine: a `coroutine.resume` of it
+--   returns `true` and a message, and the task goes on waiting.
+--
+-- A C program can run tether on a libuv loop it owns and drives, start tasks
+-- from C, post work from other threads and shut down with every handle
+-- closed: `csrc/tether.h` is the header, docs/embedding.md explains it, and
+-- `make install` installs the header, `libtether.a` and `tether.pc`.
 -- @section running
 
 --- Runs `fn(...)` as the main task of a new event loop.
--- Returns once every task has finished and every handle is closed.
+-- Returns once every task has finished and every handle is closed. Calling it
+-- inside a running loop of the same Lua state raises; start more tasks with
+-- `task_group` instead.
+--
+-- **Ctrl+C.** While `run` runs and no receiver for `SIGINT` is open, the first
+-- SIGINT cancels every task (shields are honoured, so shielded cleanup runs)
+-- and, once all tasks have finished, `run` raises `tether.Interrupted`, even
+-- if the main task swallowed its `Cancelled` and returned normally. A second
+-- SIGINT before that ends the process at once, as an unhandled SIGINT does (a
+-- shell reports status 130). The interruption is prompt even when every task
+-- is blocked, but it reaches a task only at a checkpoint. While a receiver for
+-- `SIGINT` is open, deliveries go to it instead. If SIGINT is ignored when
+-- `run` starts (a background job), it stays ignored; when `run` returns,
+-- SIGINT's disposition is what it was before.
 -- @function run
 -- @tparam function fn the main task (a callable table is accepted)
 -- @param ... arguments passed to `fn`
@@ -83,15 +111,26 @@
 -- @raise outside `tether.run` and from a plain coroutine inside a task, with
 -- the messages of a blocking call (it works across C-call boundaries)
 
---- Every live task, as records like `current_task`'s.
--- Not a checkpoint.
+--- Every live task, as records like `current_task`'s (tether's own internal
+-- tasks, if any, may appear too). Not a checkpoint.
 -- @function get_running_tasks
 -- @treturn {table,...}
 -- @raise `tether.get_running_tasks: called outside tether.run`
 
---- Returns once every other task is blocked (a test helper). A checkpoint.
+--- Returns once every other task is blocked: waiting on something that
+-- only another task, a signal or the clock can end. A checkpoint.
+--
+-- A test helper: start tasks, call it, and they have all run up to the point
+-- where they wait, so a test can check what happened so far without sleeping
+-- "long enough".
 -- @function wait_all_tasks_blocked
 -- @raise `Cancelled`
+-- @usage
+-- tether.task_group(function(tg)
+--   tg:start_soon(function() lock:acquire() end)
+--   tether.wait_all_tasks_blocked()
+--   assert(lock:locked())
+-- end)
 
 --- Task groups.
 -- @section groups
@@ -104,6 +143,9 @@
 -- `tether.ErrorGroup`, in the order they happened, even for a single error.
 -- If only cancellation happened, `Cancelled` propagates as itself; a group
 -- cancelled through `tg.cancel_scope` exits quietly.
+--
+-- Starting a task in a group that has exited raises; starting one in a
+-- cancelled group is allowed (it runs until its first checkpoint).
 -- @function task_group
 -- @tparam function fn the body, called as `fn(tg, ...)`
 -- @param ... extra arguments for `fn`
@@ -111,17 +153,39 @@
 -- @raise `ErrorGroup`; `Cancelled`; `tether.task_group: expected a function as
 -- the group's body, got ...`
 -- @usage
--- tether.task_group(function(tg)
---   tg:start_soon(worker, 1)
---   tg:start_soon("reader", reader, stream)
---   local port = tg:start(server)
--- end)
+-- local a, b = tether.task_group(function(tg, ...)
+--   tg:start_soon(worker, 1)            -- child task: worker(1)
+--   tg:start_soon("reader", reader, s)  -- optional leading string = task name
+--   local port = tg:start(server)       -- waits for task_status:started(port)
+--   return "body results", "are returned"
+-- end, ...)
 
 --- Cancel scopes and timeouts.
--- A scope is entered by `CancelScope:run` and runs once. The scope that catches
--- a `Cancelled` is the outermost cancelled scope below the nearest shield,
--- decided when the scope exits; cancellation is level-triggered (every
--- checkpoint inside raises again until the task leaves the scope).
+-- A scope is entered by `CancelScope:run` and runs once. Cancellation is
+-- level-triggered: every checkpoint inside a cancelled scope raises
+-- `Cancelled` again until the task leaves that scope, so a `pcall` that
+-- swallows one cannot hide it for long. The scope that catches a `Cancelled`
+-- is the outermost cancelled scope below the nearest shield, decided when the
+-- scope exits. Scopes exit in LIFO order within the task that entered them;
+-- `scope:run` guarantees that.
+--
+-- A `Cancelled` error's message carries the cause: the `cancel(reason)`
+-- text, or "deadline exceeded" when the deadline expired; the first cause
+-- wins. Delays and deadlines are checked when the scope is created (negative
+-- or NaN raises then), while `move_on_after`/`fail_after` compute the absolute
+-- deadline when `run` enters the scope.
+--
+-- Why blocks are functions: Lua's `<close>` runs cleanup (and may block) but
+-- cannot stop an error from propagating, so a construct that must *catch* its
+-- own cancellation (a cancel scope, a task group) takes the block as a
+-- function. Things that only need releasing (signal receivers, lock guards,
+-- stream handles) are to-be-closed values.
+-- @usage
+-- local scope = tether.move_on_after(5)
+-- local body = scope:run(fetch, url)       -- fetch(url), cancelled after 5 s
+-- if scope.cancelled_caught then print("gave up") end
+--
+-- tether.fail_after(2):run(function() ... end)   -- raises tether.TimeoutError on expiry
 -- @section scopes
 
 --- Creates an unentered cancel scope.
@@ -181,6 +245,28 @@
 -- `SIGTSTP`, `SIGTTIN`, `SIGTTOU`, `SIGURG`, `SIGXCPU`, `SIGXFSZ`, `SIGVTALRM`,
 -- `SIGPROF`, `SIGWINCH`, `SIGIO` and `SIGSYS`. Where a signal is expected, a
 -- name such as `"SIGTERM"` or `"TERM"` works too.
+--
+-- * **Fan-out:** every open receiver that lists a signal gets each delivery
+--   of it.
+-- * **Coalescing:** per receiver, pending signals form an ordered set: a
+--   repeat of a pending signal adds to its count and keeps its place; distinct
+--   signals come out in first-arrival order; nothing is lost and memory stays
+--   bounded.
+-- * **Threads:** a receiver works in a loop running on any thread.
+-- @usage
+-- -- Reload on SIGHUP, exit on SIGTERM.
+-- local tether = require "tether"
+--
+-- tether.run(function()
+--   local signals <close> = tether.open_signal_receiver(tether.SIGTERM, tether.SIGHUP)
+--   for signum in signals do
+--     if signum == tether.SIGTERM then
+--       return
+--     elseif signum == tether.SIGHUP then
+--       print("Reloading configuration")
+--     end
+--   end
+-- end)
 -- @section signals
 
 --- Opens a receiver for one or more signals. The OS handler is installed at
@@ -231,11 +317,21 @@
 -- @function getpid
 -- @treturn integer
 
---- Events and memory object streams.
--- In the core because one task handing a value to another is the hot path of
--- most programs. `Lock`, `Semaphore`, `Condition`, `CapacityLimiter` and
--- `tether.pcall` are in `tether.sync`. All of them may be created outside
--- `tether.run` and used inside it; every wait is FIFO with direct hand-off.
+--- Synchronisation and streams.
+-- Rules for every object of this section:
+--
+-- * Every wait is FIFO with direct hand-off: a released resource goes to the
+--   longest waiter at release time, so a `*_nowait` call in between cannot
+--   barge in.
+-- * Every blocking call is a checkpoint, and a call that raised `Cancelled`
+--   had no effect (a cancelled `acquire` took nothing, a cancelled `receive`
+--   consumed nothing, a cancelled `send` sent nothing). A waiter that was
+--   already woken returns normally even if it is cancelled before it runs.
+-- * Objects may be created and inspected outside any run; they belong to the
+--   loop that first blocks on them.
+-- * `acquire()` returns a to-be-closed guard, so
+--   `local _ <close> = lock:acquire()` releases at the end of the block, also
+--   when it ends by an error.
 -- @section primitives
 
 --- Creates a one-shot event: once set it stays set (there is no `clear`).
@@ -254,6 +350,70 @@
 -- integer >= 0 or math.huge, got ...`
 -- @usage
 -- local send, receive = tether.create_memory_object_stream(10)
+-- tether.task_group(function(tg)
+--   tg:start_soon(function()
+--     local _ <close> = send          -- closing it ends the loop below
+--     for i = 1, 3 do send:send(i) end
+--   end)
+--   for item in receive do print(item) end
+-- end)
+
+--- Creates a non-reentrant lock, owned by the task that acquired it.
+-- @function Lock
+-- @treturn Lock
+-- @usage
+-- local lock = tether.Lock()
+-- do
+--   local _ <close> = lock:acquire()
+--   -- only one task at a time runs here, even across checkpoints
+-- end
+
+--- Creates a counting semaphore. Any task may release it.
+-- @function Semaphore
+-- @tparam integer initial the number of free slots, >= 0
+-- @tparam[opt] integer max_value `release()` beyond this raises (default: no
+-- limit)
+-- @treturn Semaphore
+-- @raise `tether.Semaphore: initial value must be an integer >= 0, got ...`;
+-- `... max_value must be an integer or nil, got ...`; `... max_value (M) must
+-- be >= the initial value (N)`
+
+--- Creates a condition variable over a `Lock`.
+-- @function Condition
+-- @tparam[opt] Lock lock the lock to use (shared with other code); a new one
+-- when omitted
+-- @treturn Condition
+-- @raise `tether.Condition: expected a tether.Lock or nothing, got ...`
+-- @usage
+-- local cond, queue = tether.Condition(), {}
+-- -- consumer
+-- local _ <close> = cond:acquire()
+-- local n = cond:wait_for(function() return #queue >= 3 and #queue end)
+-- -- producer
+-- local _ <close> = cond:acquire()
+-- queue[#queue + 1] = item
+-- cond:notify_all()
+
+--- Creates a capacity limiter: at most `total` tasks hold one of its tokens
+-- at once, and each task holds at most one. Only the holder gives a token
+-- back.
+-- @function CapacityLimiter
+-- @tparam integer|number total an integer >= 0, or `math.huge` for no limit;
+-- 0 lets nobody through until `total_tokens` is raised
+-- @treturn CapacityLimiter
+-- @raise `tether.CapacityLimiter: total_tokens must be an integer >= 0 or
+-- math.huge, got ...`
+
+--- Like Lua's `pcall`, but `Cancelled` and `Interrupted` propagate: code that
+-- catches "every error" cannot swallow a cancellation by accident.
+-- @function pcall
+-- @tparam function f
+-- @param ... arguments for `f`
+-- @return `true` and the results of `f`, or `false` and the error (never a
+-- `Cancelled` or `Interrupted`: those are raised again)
+-- @usage
+-- local ok, err = tether.pcall(risky_call)
+-- if not ok then log(err) end   -- a cancellation did not end up here
 
 --- Errors.
 -- Every error tether raises on purpose is a table whose metatable is one of
@@ -310,7 +470,8 @@
 -- @table ClosedResourceError
 -- @field message
 
---- The other side is gone: every receive end of the stream is closed.
+--- The resource can no longer be used: every receive end of the stream is
+-- closed, or the lock's owner task finished without releasing it.
 -- @table BrokenResourceError
 -- @field message
 
@@ -332,8 +493,14 @@
 -- @tparam[opt] string name the task's name (default: `"source:line"` of `fn`)
 -- @tparam function fn the task function (a callable table is accepted)
 -- @param ... arguments for `fn`
--- @raise `tg:start_soon: this task group has exited; ...`; `tg:start_soon:
--- expected a task name or function to run, got ...`
+-- @raise `tg:start_soon: this task group has exited; ...`; a name without a
+-- function: `tg:start_soon: expected a function (or callable) after the task
+-- name "worker", got no value; call it as tg:start_soon("worker", fn, ...)`;
+-- neither: `tg:start_soon: expected a function (or callable) to run, or a
+-- task name and then one, got ...`
+-- @usage
+-- tg:start_soon(worker, 1)                 -- named after worker's source:line
+-- tg:start_soon("reader", reader, stream)  -- named "reader"
 
 --- Starts `fn(task_status, ...)` as a child and blocks until it calls
 -- `task_status:started(value)`. Until then the child runs in the caller's
@@ -345,7 +512,14 @@
 -- @return the value passed to `task_status:started`
 -- @raise the child's error if it raised before `started`, unwrapped (the group
 -- is not affected); `tg:start: the task returned without calling
--- task_status:started()`; `Cancelled`
+-- task_status:started()`; `Cancelled`; bad arguments as for `start_soon`
+-- @usage
+-- local function server(task_status, port)
+--   local listener = listen(port)
+--   task_status:started(listener.port)   -- tg:start returns this
+--   serve(listener)
+-- end
+-- local port = tg:start(server, 0)
 
 --- What `TaskGroup:start` passes to its task as first argument.
 -- @type TaskStatus
@@ -353,7 +527,8 @@
 --- Tells the starter that the task is ready: `tg:start` returns `value`.
 -- @function TaskStatus:started
 -- @param[opt] value
--- @raise `task_status:started: called twice for the same task`
+-- @raise `task_status:started: called twice for the same task; report
+-- readiness once`
 
 --- A cancel scope, made by `tether.CancelScope`, `move_on_after`,
 -- `move_on_at`, `fail_after` or `fail_at`.
@@ -422,6 +597,153 @@
 --- Waits until the event is set. A checkpoint, also when it is set already.
 -- @function Event:wait
 -- @raise `Cancelled`
+
+--- A lock, from `tether.Lock`. Non-reentrant: the owner acquiring it again
+-- raises, and only the owner may release it. The lock is also a to-be-closed
+-- value whose close releases it.
+-- @type Lock
+
+--- Waits for the lock (FIFO) and takes it. A checkpoint, also when the lock
+-- is free (a free lock is not taken in a cancelled scope).
+-- @function Lock:acquire
+-- @return the lock, as a to-be-closed guard that releases it
+-- @raise `Cancelled`; `lock:acquire: the lock is already held by this task
+-- (locks are not reentrant)`; `BrokenResourceError` (`lock:acquire: the lock
+-- is held by task N, which finished without releasing it; ...`: nobody could
+-- ever release it). tether sees that the owner finished from its coroutine,
+-- until a new task reuses that coroutine; a task already waiting when the
+-- owner finishes keeps waiting. Release with a `<close>` guard and none of
+-- this can happen.
+
+--- Takes the lock if it is free. Not a checkpoint.
+-- @function Lock:acquire_nowait
+-- @return the lock, as a to-be-closed guard
+-- @raise `WouldBlock` (`lock:acquire_nowait: the lock is held by another
+-- task`); `BrokenResourceError` and the reentrancy error, as `acquire`
+
+--- Releases the lock, handing it to the longest waiter if any. Not a
+-- checkpoint.
+-- @function Lock:release
+-- @raise `lock:release: the lock is not locked`; `lock:release: the lock is
+-- held by another task; only its owner may release it`
+
+--- Whether some task holds the lock.
+-- @function Lock:locked
+-- @treturn boolean
+
+--- A counting semaphore, from `tether.Semaphore`. Also a to-be-closed value
+-- whose close releases one slot.
+-- @type Semaphore
+
+--- The number of free slots. Read-only.
+-- @field value
+
+--- The limit given at creation, or nil. Read-only.
+-- @field max_value
+
+--- Waits for a free slot (FIFO) and takes it. A checkpoint, also when a slot
+-- is free.
+-- @function Semaphore:acquire
+-- @return the semaphore, as a to-be-closed guard that releases the slot
+-- @raise `Cancelled`
+
+--- Takes a slot if one is free. Not a checkpoint.
+-- @function Semaphore:acquire_nowait
+-- @return the semaphore, as a to-be-closed guard
+-- @raise `WouldBlock` (`semaphore:acquire_nowait: the semaphore's value is 0`)
+
+--- Frees a slot: hands it to the longest waiter, or adds one to `value`. Any
+-- task may call it. Not a checkpoint.
+-- @function Semaphore:release
+-- @raise `semaphore:release: released too many times (value would exceed
+-- max_value N)`
+
+--- A condition variable, from `tether.Condition`. Hold its lock (`acquire`)
+-- to call `wait`, `wait_for`, `notify` and `notify_all`; without it they
+-- raise `condition:wait: the current task must hold the condition's lock`
+-- (with the method's name). Also a to-be-closed value whose close releases
+-- the lock.
+-- @type Condition
+
+--- Acquires the underlying lock, as `Lock:acquire` (errors name
+-- `condition:acquire`).
+-- @function Condition:acquire
+-- @return the condition, as a to-be-closed guard that releases the lock
+-- @raise as `Lock:acquire`
+
+--- Acquires the underlying lock if it is free, as `Lock:acquire_nowait`.
+-- @function Condition:acquire_nowait
+-- @return the condition, as a to-be-closed guard
+-- @raise as `Lock:acquire_nowait`
+
+--- Releases the underlying lock, as `Lock:release`.
+-- @function Condition:release
+-- @raise as `Lock:release`
+
+--- Whether the underlying lock is held.
+-- @function Condition:locked
+-- @treturn boolean
+
+--- Releases the lock, waits for a notification, and holds the lock again
+-- before it returns **or raises**: after a cancelled wait, or any other
+-- error while it waited, the caller still holds the lock, so its guard
+-- releases it normally and the error comes out unchanged. A checkpoint.
+-- @function Condition:wait
+-- @raise `Cancelled` (with the lock held again); misuse without the lock
+
+--- Waits (as `wait`) until `predicate()` returns a true value, and returns
+-- that value. The predicate is called with the lock held, first before any
+-- wait: a predicate already true returns at once.
+-- @function Condition:wait_for
+-- @tparam function predicate a function or callable table
+-- @return the predicate's true value
+-- @raise `condition:wait_for: predicate must be callable, got ...`; as `wait`
+
+--- Wakes up to `n` of the longest waiters (FIFO). A notified waiter that is
+-- cancelled before it runs still returns normally. Not a checkpoint.
+-- @function Condition:notify
+-- @tparam[opt=1] integer n >= 0
+-- @raise `condition:notify: n must be an integer >= 0, got ...`
+
+--- Wakes every waiter. Not a checkpoint.
+-- @function Condition:notify_all
+
+--- A capacity limiter, from `tether.CapacityLimiter`. Also a to-be-closed
+-- value whose close releases this task's token.
+-- @type CapacityLimiter
+
+--- The number of tokens, read/write. Raising it grants tokens to waiters at
+-- once (FIFO); lowering it never takes tokens back (`available_tokens` may
+-- go negative) and new acquirers wait until `borrowed_tokens` is below it.
+-- A value that is not an integer >= 0 or `math.huge` raises
+-- (`limiter.total_tokens: ...`), as does setting any other field.
+-- @field total_tokens
+
+--- How many tokens are held. Read-only.
+-- @field borrowed_tokens
+
+--- `total_tokens - borrowed_tokens`. Read-only.
+-- @field available_tokens
+
+--- Waits for a token (FIFO) and takes it for this task. A checkpoint, also
+-- when a token is free.
+-- @function CapacityLimiter:acquire
+-- @return the limiter, as a to-be-closed guard that releases the token
+-- @raise `Cancelled`; `limiter:acquire: this task already holds one of this
+-- limiter's tokens`
+
+--- Takes a token for this task if one is free and nobody waits. Not a
+-- checkpoint.
+-- @function CapacityLimiter:acquire_nowait
+-- @return the limiter, as a to-be-closed guard
+-- @raise `WouldBlock` (`limiter:acquire_nowait: no token is available`); the
+-- misuse of `acquire`
+
+--- Gives this task's token back, handing it to the longest waiter if any.
+-- Not a checkpoint.
+-- @function CapacityLimiter:release
+-- @raise `limiter:release: this task does not hold any of this limiter's
+-- tokens`
 
 --- The send end of a memory object stream. A to-be-closed value; it is also
 -- closed when collected.

@@ -2,7 +2,7 @@
 -- tether.pcall. FIFO wake-ups with direct hand-off, every blocking call a checkpoint, a
 -- cancelled call without effect, a wake-up that already happened beating a later cancel,
 -- and misuse errors that leave the state unchanged.
--- Contract: API.md §6 and SEMANTICS.md §1.6-1.8, §6.1-6.5. Streams: stream_spec.lua.
+-- Streams: stream_spec.lua.
 local tether = require "tether"
 local helper = require "spec.helper"
 local recorder, outcome, misuse = helper.recorder, helper.outcome, helper.misuse
@@ -1591,6 +1591,268 @@ describe("every primitive", function()
         end
       end
       assert.same({}, wrong)
+    end)
+  end)
+end)
+
+-- In a cancelled scope, a blocking acquire yields at its cancellation check; a shield set
+-- on an inner scope meanwhile lets it go on. Whatever it decides next must rest on the
+-- state after that yield, not on a value read before it.
+describe("a blocking acquire that yielded in a cancelled scope", function()
+  -- The task runs acquire() inside a cancelled outer scope and an inner one; while that
+  -- call is yielded at its cancellation check, the main task shields the inner scope and
+  -- calls meanwhile(). Returns what the task recorded once every task is blocked, after
+  -- unblocking it (unshielding the inner scope) if it still waits.
+  local function acquire_across_yield(acquire, release, meanwhile)
+    local events, record = recorder()
+    local outer, inner = tether.CancelScope{}, tether.CancelScope{}
+    outer:cancel()
+    tether.task_group(function(tg)
+      tg:start_soon(function()
+        outer:run(inner.run, inner, function()
+          record("acquiring")
+          acquire()
+          record("acquired")
+          release()
+        end)
+        if outer.cancelled_caught then record("cancelled") end
+      end)
+      tether.checkpoint() -- the task runs up to the yield inside acquire()
+      assert.same({ "acquiring" }, events)
+      inner.shield = true
+      meanwhile()
+      tether.wait_all_tasks_blocked()
+      local seen = { table.unpack(events) }
+      inner.shield = false -- a task still waiting is cancelled now
+      events = seen
+    end)
+    return events
+  end
+
+  local primitives = {
+    { "Lock", function() return tether.Lock() end },
+    { "Semaphore", function() return tether.Semaphore(1) end },
+    { "CapacityLimiter", function() return tether.CapacityLimiter(1) end },
+  }
+
+  for _, entry in ipairs(primitives) do
+    local name, new = entry[1], entry[2]
+
+    it(name .. ": takes what was released during the yield", function()
+      helper.run(function()
+        local resource = new()
+        resource:acquire_nowait() -- held by the main task until meanwhile()
+        local events = acquire_across_yield(
+          function() resource:acquire() end,
+          function() resource:release() end,
+          function() resource:release() end)
+        assert.same({ "acquiring", "acquired" }, events)
+      end)
+    end)
+
+    it(name .. ": waits for what was taken during the yield", function()
+      helper.run(function()
+        local resource = new()
+        local events = acquire_across_yield(
+          function() resource:acquire() end,
+          function() resource:release() end,
+          function() resource:acquire_nowait() end) -- the main task takes it
+        assert.same({ "acquiring" }, events)
+        resource:release()
+      end)
+    end)
+  end
+end)
+
+-- Condition:wait releases the lock, waits, and takes the lock back. An error in between
+-- must come out of wait() as itself, with the lock held again: the caller's guard then
+-- releases it, instead of raising "not locked" and hiding the error.
+describe("condition:wait() when something fails between release and re-acquire", function()
+  -- Replaces field `key` of `object` with `value` until the returned value is closed.
+  local function patched(object, key, value)
+    local saved = object[key]
+    rawset(object, key, value)
+    return setmetatable({}, { __close = function() rawset(object, key, saved) end })
+  end
+
+  -- Runs wait() under the condition's guard; returns the error that came out and whether
+  -- the lock was held while that error passed the guard.
+  local function wait_under_guard(cond)
+    local held_at_close
+    local err = helper.error_of(function()
+      local _guard <close> = cond:acquire()
+      local _probe <close> = setmetatable({}, { __close = function()
+        held_at_close = cond:locked()
+      end })
+      cond:wait()
+    end)
+    return err, held_at_close
+  end
+
+  it("raises a failure to prepare the re-acquire (out of memory) with the lock held",
+    function()
+      helper.run(function()
+        local cond = tether.Condition()
+        local err, held
+        do
+          -- Where wait() makes the shielded scope it takes the lock back in.
+          local _restore <close> = patched(require "tether.core", "CancelScope",
+            function() error("not enough memory", 0) end)
+          tether.task_group(function(tg)
+            tg:start_soon(function() err, held = wait_under_guard(cond) end)
+            tether.wait_all_tasks_blocked()
+            if err == nil then -- it did wait: let it go on
+              cond:acquire_nowait()
+              cond:notify()
+              cond:release()
+            end
+          end)
+        end
+        assert.equal("not enough memory", err)
+        assert.is_true(held)
+        assert.is_false(cond:locked())
+      end)
+    end)
+
+  it("raises an error of the wait itself after taking back a lock another task holds",
+    function()
+      helper.run(function()
+        local cond = tether.Condition()
+        local waiting, fail = tether.Event(), tether.Event()
+        local _restore <close> = patched(cond, "_lot", {
+          park = function()
+            waiting:set()
+            fail:wait()
+            error("not enough memory", 0)
+          end,
+        })
+        local events, record = recorder()
+        tether.task_group(function(tg)
+          tg:start_soon(function()
+            local err, held = wait_under_guard(cond)
+            record(err)
+            record(held)
+          end)
+          waiting:wait()
+          cond:acquire_nowait() -- the main task holds the lock when the wait fails
+          fail:set()
+          tether.wait_all_tasks_blocked()
+          assert.same({}, events) -- the waiter waits for the lock before it raises
+          cond:release()
+        end)
+        assert.same({ "not enough memory", true }, events)
+        assert.is_false(cond:locked())
+      end)
+    end)
+
+  it("raises Cancelled, not a lock error, when cancelled while another task holds the lock",
+    function()
+      helper.run(function()
+        local cond = tether.Condition()
+        local events, record = recorder()
+        tether.task_group(function(tg)
+          local scope = start_in_scope(tg, function()
+            local err, held = wait_under_guard(cond)
+            record(helper.kind(err))
+            record(held)
+          end)
+          cond:acquire_nowait()
+          scope:cancel()
+          tether.wait_all_tasks_blocked()
+          assert.same({}, events)
+          cond:release()
+        end)
+        assert.same({ "Cancelled", true }, events)
+        assert.is_false(cond:locked())
+      end)
+    end)
+end)
+
+-- A lock whose owner finished without releasing it can never be released (Trio raises
+-- BrokenResourceError then): acquiring it says so instead of waiting forever.
+describe("a lock whose owner task finished without releasing it", function()
+  -- Runs a task that takes the lock with take(lock) and returns; returns the task's id.
+  local function abandon(lock, take)
+    local id
+    tether.task_group(function(tg)
+      tg:start_soon(function()
+        id = tether.current_task().id
+        take(lock)
+      end)
+    end)
+    return id
+  end
+
+  local function says_owner_finished(fname, id, fn, ...)
+    local err = helper.error_of(fn, ...)
+    assert.equal("BrokenResourceError", helper.kind(err))
+    assert.matches("^" .. fname:gsub("%p", "%%%0") .. ": the lock is held by task "
+      .. id .. ", which finished without releasing it; ", err.message)
+  end
+
+  it("acquire() and acquire_nowait() raise BrokenResourceError naming the task", function()
+    helper.run(function()
+      local lock = tether.Lock()
+      local id = abandon(lock, function(l) l:acquire_nowait() end)
+      says_owner_finished("lock:acquire_nowait", id, lock.acquire_nowait, lock)
+      says_owner_finished("lock:acquire", id, lock.acquire, lock)
+      assert.is_true(lock:locked())
+    end)
+  end)
+
+  it("a condition's acquire() says so with the condition's method name", function()
+    helper.run(function()
+      local cond = tether.Condition()
+      local id = abandon(cond, function(c) c:acquire() end)
+      says_owner_finished("condition:acquire_nowait", id, cond.acquire_nowait, cond)
+      says_owner_finished("condition:acquire", id, cond.acquire, cond)
+    end)
+  end)
+
+  it("a lock handed to a waiter that has not run yet is not taken for abandoned", function()
+    helper.run(function()
+      local lock = tether.Lock()
+      local go = tether.Event()
+      local events, record = recorder()
+      tether.task_group(function(tg)
+        start_blocked(tg, function()
+          lock:acquire_nowait()
+          go:wait()
+          lock:release() -- hands the lock to the waiter below, then this task ends
+        end)
+        start_blocked(tg, function()
+          local _guard <close> = lock:acquire()
+          record("waiter acquired")
+        end)
+        go:set()
+        tether.checkpoint() -- the first task releases and ends; the waiter has not run
+        assert.same({}, events)
+        raises("WouldBlock", lock.acquire_nowait, lock)
+      end)
+      assert.same({ "waiter acquired" }, events)
+    end)
+  end)
+
+  it("while the owner runs, acquire_nowait() raises WouldBlock and acquire() waits", function()
+    helper.run(function()
+      local lock = tether.Lock()
+      local done = tether.Event()
+      local events, record = recorder()
+      tether.task_group(function(tg)
+        start_blocked(tg, function()
+          lock:acquire_nowait()
+          done:wait()
+          lock:release()
+        end)
+        raises("WouldBlock", lock.acquire_nowait, lock)
+        start_blocked(tg, function()
+          local _guard <close> = lock:acquire()
+          record("acquired")
+        end)
+        assert.same({}, events)
+        done:set()
+      end)
+      assert.same({ "acquired" }, events)
     end)
   end)
 end)

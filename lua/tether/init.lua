@@ -1,7 +1,7 @@
 --- tether: structured concurrency for Lua 5.4 on libuv.
 -- Tasks are coroutines run by an event loop; task groups own their children;
--- cancel scopes carry deadlines and shields. See API.md for the contract and
--- docs/guide.md for a tour.
+-- cancel scopes carry deadlines and shields. This reference is the contract:
+-- every name, its arguments, results and errors. docs/guide.md is a tour.
 -- @module tether
 
 local core = require "tether.core"

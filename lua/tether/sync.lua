@@ -14,7 +14,8 @@ local ParkingLot = core.ParkingLot
 local task_id = core.current_task_id
 local checkpoint_if_cancelled_as = core.checkpoint_if_cancelled_as
 local shielded_checkpoint_as = core.cancel_shielded_checkpoint_as
-local WouldBlock = errors.WouldBlock
+local running_thread, thread_status = coroutine.running, coroutine.status
+local WouldBlock, BrokenResourceError = errors.WouldBlock, errors.BrokenResourceError
 
 local sync = {}
 
@@ -85,11 +86,34 @@ end
 -- The lock operations take the public name of the caller, so that a
 -- Condition's errors name the condition's method.
 
+--- Makes task `me`, running now, the lock's owner. The owner's thread is kept
+-- to tell whether the owner finished: a task's thread is dead from its end
+-- until it is reused for a new task.
+local function take(lock, me)
+  lock._owner = me
+  lock._owner_thread = running_thread()
+end
+
+--- Raises BrokenResourceError if the lock's owner finished without releasing
+-- it: nobody could ever release it then.
+local function check_owner_alive(lock, fname)
+  local thread = lock._owner_thread
+  if thread ~= nil and thread_status(thread) == "dead" then
+    error(BrokenResourceError.new(("%s: the lock is held by task %d, which "
+      .. "finished without releasing it; release a lock in the task that "
+      .. "acquired it, e.g. with `local guard <close> = lock:acquire()`")
+      :format(fname, lock._owner)), 0)
+  end
+end
+
 local function lock_acquire_nowait(lock, fname)
   local me = current_task(fname)
   check_not_owner(lock, me, fname)
-  if lock._owner ~= nil then would_block(fname, "the lock is held by another task") end
-  lock._owner = me
+  if lock._owner ~= nil then
+    check_owner_alive(lock, fname)
+    would_block(fname, "the lock is held by another task")
+  end
+  take(lock, me)
 end
 
 local function lock_acquire(lock, fname)
@@ -97,10 +121,12 @@ local function lock_acquire(lock, fname)
   check_not_owner(lock, me, fname)
   checkpoint_if_cancelled_as(fname)
   if lock._owner == nil then
-    lock._owner = me
+    take(lock, me)
     shielded_checkpoint_as(fname)
   else
+    check_owner_alive(lock, fname)
     lock._lot:park(fname) -- release() makes us the owner before waking us
+    take(lock, me)
   end
 end
 
@@ -110,7 +136,9 @@ local function lock_release(lock, fname)
     misuse(fname, lock._owner == nil and "the lock is not locked"
       or "the lock is held by another task; only its owner may release it")
   end
-  lock._owner = lock._lot:unpark() -- the woken task's id, or nil
+  -- The woken task's id, or nil; the new owner notes its thread when it runs.
+  lock._owner = lock._lot:unpark()
+  lock._owner_thread = nil
 end
 
 --- Takes the lock if it is free; raises `WouldBlock` otherwise.
@@ -276,14 +304,34 @@ end
 
 local shield = { shield = true }
 
+--- Takes the lock back for a condition waiter: at once if it is free, else
+-- in FIFO order (the caller shields this from cancellation).
+local function retake(lock, me, fname)
+  if lock._owner ~= nil then
+    lock._lot:park(fname) -- release() makes us the owner before waking us
+  end
+  take(lock, me)
+end
+
 local function wait(self, fname)
   check_holder(self, fname)
   checkpoint_if_cancelled_as(fname)
   local lock = self._lock
+  local me = lock._owner
+  -- The scope is made while the lock is still held: an error here (out of
+  -- memory) leaves the caller holding the lock, as it expects.
+  local reacquire = core.CancelScope(shield)
   lock_release(lock, fname)
-  local ok, err = pcall(self._lot.park, self._lot, fname)
-  core.CancelScope(shield):run(lock_acquire, lock, fname)
-  if not ok then error(err, 0) end
+  local woken, wait_error = pcall(self._lot.park, self._lot, fname)
+  -- Whatever ended the wait, take the lock back before raising, as Trio
+  -- does: the caller's guard will release it, and releasing a lock it does
+  -- not hold would raise "not locked" and hide the real error.
+  local _, retake_error = pcall(reacquire.run, reacquire, retake, lock, me, fname)
+  if lock._owner == nil then
+    take(lock, me) -- the call failed before retake() ran
+  end
+  if not woken then error(wait_error, 0) end
+  if lock._owner ~= me then error(retake_error, 0) end
 end
 
 --- Releases the lock, waits for a notification, and re-acquires the lock
@@ -380,21 +428,27 @@ end
 
 CapacityLimiter.__close = function(self) return limiter_methods.release(self) end
 
-local function take_token(self, fname)
+--- The running task's id, which must not hold a token yet.
+local function check_borrower(self, fname)
   check_self(self, CapacityLimiter, fname)
   local me = current_task(fname)
   if self._borrowers[me] then
     misuse(fname, "this task already holds one of this limiter's tokens")
   end
-  return me, self._borrowed < self._total and #self._lot == 0
+  return me
+end
+
+--- Whether a token can be taken now without passing a waiter.
+local function token_free(self)
+  return self._borrowed < self._total and #self._lot == 0
 end
 
 --- Takes a token if one is free; raises `WouldBlock` otherwise.
 -- @return the limiter, as a to-be-closed guard
 function limiter_methods:acquire_nowait()
   local fname = "limiter:acquire_nowait"
-  local me, free = take_token(self, fname)
-  if not free then would_block(fname, "no token is available") end
+  local me = check_borrower(self, fname)
+  if not token_free(self) then would_block(fname, "no token is available") end
   self._borrowers[me] = true
   self._borrowed = self._borrowed + 1
   return self
@@ -404,9 +458,11 @@ end
 -- @return the limiter, as a to-be-closed guard that releases the token
 function limiter_methods:acquire()
   local fname = "limiter:acquire"
-  local me, free = take_token(self, fname)
+  local me = check_borrower(self, fname)
+  -- In a cancelled scope this yields; a shield set meanwhile lets it return,
+  -- and tokens may have been released or taken: look at them only afterwards.
   checkpoint_if_cancelled_as(fname)
-  if free and self._borrowed < self._total and #self._lot == 0 then
+  if token_free(self) then
     self._borrowers[me] = true
     self._borrowed = self._borrowed + 1
     shielded_checkpoint_as(fname)
