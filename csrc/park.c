@@ -56,17 +56,24 @@ static struct task *unpark_one (lua_State *L, struct lot *lot, int first) {
   return t;
 }
 
+/* [-0, +2, -] pushes a task's id and slot: what names it to task_running. */
+static int push_task (lua_State *L, const struct task *t) {
+  lua_pushinteger(L, t->id);
+  lua_pushinteger(L, t->slot);
+  return 2;
+}
+
 /*
-** lot:unpark(...) -> id of the woken task (so ownership can be handed to
-** it), or nothing when none was parked. The task resumes with the values.
+** lot:unpark(...) -> id and slot of the woken task (so ownership can be
+** handed to it), or nothing when none was parked. The task resumes with the
+** values.
 */
 static int lot_unpark (lua_State *L) {
   struct lot *lot = check_lot(L, "lot:unpark");
   struct task *t = unpark_one(L, lot, 2);
   if (t == NULL)
     return 0;
-  lua_pushinteger(L, t->id);
-  return 1;
+  return push_task(L, t);
 }
 
 /* lot:unpark_all(...) -> how many tasks were woken */
@@ -84,12 +91,20 @@ static int lot__len (lua_State *L) {
   return 1;
 }
 
-/* tether.core.current_task_id() -> id of the running task, or nil */
+/* tether.core.current_task_id() -> id and slot of the running task, or nil */
 static int core_current_task_id (lua_State *L) {
   struct task *t = CTX(L)->current;
   if (t == NULL || t->L != L)
     return 0;
-  lua_pushinteger(L, t->id);
+  return push_task(L, t);
+}
+
+/* tether.core.task_running(id, slot) -> whether that task has not finished */
+static int core_task_running (lua_State *L) {
+  lua_Integer id = luaL_checkinteger(L, 1), slot = luaL_checkinteger(L, 2);
+  struct ctx *c = CTX(L);
+  lua_pushboolean(L, slot >= 0 && slot < tether__nslots(c) &&
+                         tether__record(c, (int)slot, id) != NULL);
   return 1;
 }
 
@@ -103,6 +118,7 @@ void tether__open_park (lua_State *L, struct ctx *c) {
                                              metamethods, NULL};
   static const luaL_Reg funcs[] = {{"ParkingLot", core_ParkingLot},
                                    {"current_task_id", core_current_task_id},
+                                   {"task_running", core_task_running},
                                    {NULL, NULL}};
   tether__add_class(L, c, &lot_class, 0);
   tether__add_functions(L, funcs);

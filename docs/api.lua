@@ -610,10 +610,8 @@
 -- @raise `Cancelled`; `lock:acquire: the lock is already held by this task
 -- (locks are not reentrant)`; `BrokenResourceError` (`lock:acquire: the lock
 -- is held by task N, which finished without releasing it; ...`: nobody could
--- ever release it). tether sees that the owner finished from its coroutine,
--- until a new task reuses that coroutine; a task already waiting when the
--- owner finishes keeps waiting. Release with a `<close>` guard and none of
--- this can happen.
+-- ever release it). A task already waiting when the owner finishes keeps
+-- waiting. Release with a `<close>` guard and none of this can happen.
 
 --- Takes the lock if it is free. Not a checkpoint.
 -- @function Lock:acquire_nowait

@@ -14,7 +14,7 @@ local ParkingLot = core.ParkingLot
 local task_id = core.current_task_id
 local checkpoint_if_cancelled_as = core.checkpoint_if_cancelled_as
 local shielded_checkpoint_as = core.cancel_shielded_checkpoint_as
-local running_thread, thread_status = coroutine.running, coroutine.status
+local task_running = core.task_running
 local WouldBlock, BrokenResourceError = errors.WouldBlock, errors.BrokenResourceError
 
 local sync = {}
@@ -86,19 +86,16 @@ end
 -- The lock operations take the public name of the caller, so that a
 -- Condition's errors name the condition's method.
 
---- Makes task `me`, running now, the lock's owner. The owner's thread is kept
--- to tell whether the owner finished: a task's thread is dead from its end
--- until it is reused for a new task.
-local function take(lock, me)
-  lock._owner = me
-  lock._owner_thread = running_thread()
+--- Makes the running task the lock's owner. Its slot is kept beside its id to
+-- tell whether the owner finished (see task_running).
+local function take(lock)
+  lock._owner, lock._owner_slot = task_id()
 end
 
 --- Raises BrokenResourceError if the lock's owner finished without releasing
 -- it: nobody could ever release it then.
 local function check_owner_alive(lock, fname)
-  local thread = lock._owner_thread
-  if thread ~= nil and thread_status(thread) == "dead" then
+  if not task_running(lock._owner, lock._owner_slot) then
     error(BrokenResourceError.new(("%s: the lock is held by task %d, which "
       .. "finished without releasing it; release a lock in the task that "
       .. "acquired it, e.g. with `local guard <close> = lock:acquire()`")
@@ -113,7 +110,7 @@ local function lock_acquire_nowait(lock, fname)
     check_owner_alive(lock, fname)
     would_block(fname, "the lock is held by another task")
   end
-  take(lock, me)
+  take(lock)
 end
 
 local function lock_acquire(lock, fname)
@@ -121,12 +118,11 @@ local function lock_acquire(lock, fname)
   check_not_owner(lock, me, fname)
   checkpoint_if_cancelled_as(fname)
   if lock._owner == nil then
-    take(lock, me)
+    take(lock)
     shielded_checkpoint_as(fname)
   else
     check_owner_alive(lock, fname)
     lock._lot:park(fname) -- release() makes us the owner before waking us
-    take(lock, me)
   end
 end
 
@@ -136,9 +132,8 @@ local function lock_release(lock, fname)
     misuse(fname, lock._owner == nil and "the lock is not locked"
       or "the lock is held by another task; only its owner may release it")
   end
-  -- The woken task's id, or nil; the new owner notes its thread when it runs.
-  lock._owner = lock._lot:unpark()
-  lock._owner_thread = nil
+  -- The woken task becomes the owner (nil: none was waiting).
+  lock._owner, lock._owner_slot = lock._lot:unpark()
 end
 
 --- Takes the lock if it is free; raises `WouldBlock` otherwise.
@@ -306,11 +301,12 @@ local shield = { shield = true }
 
 --- Takes the lock back for a condition waiter: at once if it is free, else
 -- in FIFO order (the caller shields this from cancellation).
-local function retake(lock, me, fname)
+local function retake(lock, fname)
   if lock._owner ~= nil then
     lock._lot:park(fname) -- release() makes us the owner before waking us
+  else
+    take(lock)
   end
-  take(lock, me)
 end
 
 local function wait(self, fname)
@@ -326,9 +322,9 @@ local function wait(self, fname)
   -- Whatever ended the wait, take the lock back before raising, as Trio
   -- does: the caller's guard will release it, and releasing a lock it does
   -- not hold would raise "not locked" and hide the real error.
-  local _, retake_error = pcall(reacquire.run, reacquire, retake, lock, me, fname)
+  local _, retake_error = pcall(reacquire.run, reacquire, retake, lock, fname)
   if lock._owner == nil then
-    take(lock, me) -- the call failed before retake() ran
+    take(lock) -- the call failed before retake() ran
   end
   if not woken then error(wait_error, 0) end
   if lock._owner ~= me then error(retake_error, 0) end
