@@ -119,9 +119,9 @@ static void leave_registry (void) {
 ** The handler
 ** ===================================================================== */
 
-static int is_function (const struct sigaction *sa) {
-  return (sa->sa_flags & SA_SIGINFO) ||
-         (sa->sa_handler != SIG_DFL && sa->sa_handler != SIG_IGN);
+/* Whether 'sa' is SIG_DFL or SIG_IGN ('what'). */
+static int is_plain (const struct sigaction *sa, void (*what)(int)) {
+  return !(sa->sa_flags & SA_SIGINFO) && sa->sa_handler == what;
 }
 
 /* Counts one delivery in loop 'l' and wakes it. */
@@ -147,9 +147,24 @@ static void escape (void) {
   raise(SIGINT); /* blocked while this handler runs: kills on return */
 }
 
+/* Calls a handler that tether's replaced, as the kernel would have. */
+static void pass_on (const struct sigaction *sa, int signum, siginfo_t *info,
+                     void *uctx) {
+  if (sa->sa_flags & SA_SIGINFO)
+    sa->sa_sigaction(signum, info, uctx);
+  else if (sa->sa_handler != SIG_DFL && sa->sa_handler != SIG_IGN)
+    sa->sa_handler(signum);
+}
+
+static int same_action (const struct sigaction *a, const struct sigaction *b) {
+  return (a->sa_flags & SA_SIGINFO) == (b->sa_flags & SA_SIGINFO) &&
+         ((a->sa_flags & SA_SIGINFO) ? a->sa_sigaction == b->sa_sigaction
+                                     : a->sa_handler == b->sa_handler);
+}
+
 static void on_signal (int signum, siginfo_t *info, void *uctx) {
   int saved_errno = errno, taken = 0, interrupted_twice = 0, holds;
-  struct sigaction chain;
+  struct sigaction chain, saved;
   struct sigloop *l;
   unsigned long arrival;
   enter_registry();
@@ -165,16 +180,18 @@ static void on_signal (int signum, siginfo_t *info, void *uctx) {
   }
   holds = signals[signum].holds;
   chain = signals[signum].chain;
+  saved = signals[signum].saved;
   leave_registry();
   if (interrupted_twice)
     escape();
   if (!taken && holds == 0)
     kill(getpid(), signum); /* in flight while the disposition came back */
-  else if (signum == SIGCHLD && is_function(&chain)) {
-    if (chain.sa_flags & SA_SIGINFO)
-      chain.sa_sigaction(signum, info, uctx);
-    else
-      chain.sa_handler(signum);
+  else if (signum == SIGCHLD) {
+    /* libuv's handler (children of uv_spawn are reaped), and the host's
+       if libuv's had replaced it */
+    pass_on(&chain, signum, info, uctx);
+    if (!same_action(&saved, &chain))
+      pass_on(&saved, signum, info, uctx);
   }
   errno = saved_errno;
 }
@@ -227,7 +244,7 @@ static void release_anchor (struct sigloop *l, int last) {
   if (!last)
     return;
   sigaction(SIGCHLD, NULL, &now);
-  if (!is_function(&now) && now.sa_handler == SIG_DFL)
+  if (is_plain(&now, SIG_DFL))
     sigaction(SIGCHLD, &signals[SIGCHLD].saved, NULL);
 }
 
@@ -310,7 +327,7 @@ int tether__sig_ignored (int signum) {
   else
     sigaction(signum, NULL, &now);
   end_write(&old);
-  return !is_function(&now) && now.sa_handler == SIG_IGN;
+  return is_plain(&now, SIG_IGN);
 }
 
 void tether__sig_interrupted (struct sigloop *l) {
