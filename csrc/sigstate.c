@@ -44,9 +44,9 @@ struct sigloop {
   struct sigloop *next;
   tether_sigdeliver_fn deliver;
   void *data;
-  int open;           /* handles not closed yet */
-  int anchor_started; /* 'anchor' is initialised and started */
-  int anchor_inited;
+  int open;          /* handles not closed yet */
+  int anchor_inited; /* 'anchor' is closed with the registration */
+  int anchor_started;
   int runner;                       /* a run's Ctrl+C watcher holds SIGINT */
   int interrupted;                  /* atomic: the runner took a SIGINT */
   unsigned interest[TETHER_NSIG];   /* holds of this loop, per signal */
@@ -63,9 +63,10 @@ static struct sigloop *loops;  /* the registry */
 static unsigned long arrivals; /* atomic: deliveries numbered in order */
 
 static struct {
-  int holds;              /* loops holding the signal */
-  struct sigaction saved; /* the disposition before tether's handler */
-  struct sigaction chain; /* SIGCHLD: the handler called after ours */
+  int holds;                 /* loops holding the signal */
+  struct sigaction before;   /* the disposition before tether took it */
+  struct sigaction replaced; /* what tether's handler replaced: 'before',
+                                or for SIGCHLD libuv's (see hold_anchor) */
 } signals[TETHER_NSIG];
 
 /* {====================================================================
@@ -164,7 +165,7 @@ static int same_action (const struct sigaction *a, const struct sigaction *b) {
 
 static void on_signal (int signum, siginfo_t *info, void *uctx) {
   int saved_errno = errno, taken = 0, interrupted_twice = 0, holds;
-  struct sigaction chain, saved;
+  struct sigaction replaced, before;
   struct sigloop *l;
   unsigned long arrival;
   enter_registry();
@@ -179,8 +180,8 @@ static void on_signal (int signum, siginfo_t *info, void *uctx) {
     note(l, signum, arrival);
   }
   holds = signals[signum].holds;
-  chain = signals[signum].chain;
-  saved = signals[signum].saved;
+  replaced = signals[signum].replaced;
+  before = signals[signum].before;
   leave_registry();
   if (interrupted_twice)
     escape();
@@ -189,9 +190,9 @@ static void on_signal (int signum, siginfo_t *info, void *uctx) {
   else if (signum == SIGCHLD) {
     /* libuv's handler (children of uv_spawn are reaped), and the host's
        if libuv's had replaced it */
-    pass_on(&chain, signum, info, uctx);
-    if (!same_action(&saved, &chain))
-      pass_on(&saved, signum, info, uctx);
+    pass_on(&replaced, signum, info, uctx);
+    if (!same_action(&before, &replaced))
+      pass_on(&before, signum, info, uctx);
   }
   errno = saved_errno;
 }
@@ -245,7 +246,7 @@ static void release_anchor (struct sigloop *l, int last) {
     return;
   sigaction(SIGCHLD, NULL, &now);
   if (is_plain(&now, SIG_DFL))
-    sigaction(SIGCHLD, &signals[SIGCHLD].saved, NULL);
+    sigaction(SIGCHLD, &signals[SIGCHLD].before, NULL);
 }
 
 /* Installs tether's handler (handlers are kept out). */
@@ -255,9 +256,21 @@ static int install (int signum) {
   sa.sa_sigaction = on_signal;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
   sigfillset(&sa.sa_mask);
-  if (sigaction(signum, &sa, &signals[signum].chain) != 0)
+  if (sigaction(signum, &sa, &signals[signum].replaced) != 0)
     return -errno;
   return 0;
+}
+
+/*
+** Puts back what tether's handler replaced (for SIGCHLD, libuv's handler:
+** see hold_anchor), with one sigaction. If something else has replaced
+** tether's handler meanwhile, that is left in place.
+*/
+static void restore (int signum) {
+  struct sigaction now;
+  sigaction(signum, NULL, &now);
+  if ((now.sa_flags & SA_SIGINFO) && now.sa_sigaction == on_signal)
+    sigaction(signum, &signals[signum].replaced, NULL);
 }
 
 int tether__sig_hold (struct sigloop *l, int signum, int runner) {
@@ -265,7 +278,7 @@ int tether__sig_hold (struct sigloop *l, int signum, int runner) {
   int err = 0, first_in_loop = l->interest[signum] == 0;
   begin_write(&old);
   if (first_in_loop && signals[signum].holds == 0)
-    sigaction(signum, NULL, &signals[signum].saved);
+    sigaction(signum, NULL, &signals[signum].before);
   if (first_in_loop && signum == SIGCHLD)
     err = hold_anchor(l);
   keep_handlers_out();
@@ -305,10 +318,7 @@ unsigned tether__sig_release (struct sigloop *l, int signum, int runner,
   }
   if (last_in_loop && --signals[signum].holds == 0) {
     last = 1;
-    sigaction(signum,
-              signum == SIGCHLD ? &signals[signum].chain
-                                : &signals[signum].saved,
-              NULL);
+    restore(signum);
   }
   let_handlers_in();
   if (last_in_loop && l->anchor_started)
@@ -323,7 +333,7 @@ int tether__sig_ignored (int signum) {
   sigset_t old;
   begin_write(&old);
   if (signals[signum].holds > 0)
-    now = signals[signum].saved;
+    now = signals[signum].before;
   else
     sigaction(signum, NULL, &now);
   end_write(&old);
