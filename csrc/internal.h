@@ -45,7 +45,7 @@ enum tether_class {
   NCLASSES
 };
 
-struct sigwatch;
+struct sigloop;
 struct slab;
 struct hub;
 struct post;
@@ -284,8 +284,12 @@ struct ctx {
   int fatal_ref;                   /* error raised by the scheduler itself */
   double watchdog_seconds;         /* 0: off */
   int watchdog_fired;
-  int interrupted;                        /* Ctrl+C cancelled the run */
-  struct sigwatch *sigwatch[TETHER_NSIG]; /* per signal: this loop's watcher */
+  int interrupted;         /* Ctrl+C cancelled the run */
+  struct sigloop *sigloop; /* this loop in the process's signal registry
+                              (NULL until a signal is wanted) */
+  int sigrunner;           /* tether.run's Ctrl+C watcher holds SIGINT */
+  struct queue sigreceivers[TETHER_NSIG]; /* per signal: its receivers'
+                                             links (while 'sigloop') */
 };
 
 /* The name table holds, per task slot, the task's name (or the function to
@@ -447,6 +451,19 @@ TETHER__HIDDEN void tether__push_cancelled (lua_State *L, struct task *t);
 TETHER__HIDDEN int tether__raise_cancelled (lua_State *L, struct task *t);
 TETHER__HIDDEN struct scope *tether__new_scope (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__open_scope (lua_State *L, struct ctx *c);
+
+/* sigstate.c: the process-wide signal state (see there) */
+typedef void (*tether_sigdeliver_fn)(void *data, int signum, unsigned count);
+TETHER__HIDDEN int tether__sigloop_open (uv_loop_t *loop,
+                                         tether_sigdeliver_fn deliver,
+                                         void *data, struct sigloop **out);
+TETHER__HIDDEN void tether__sigloop_close (struct sigloop *l);
+TETHER__HIDDEN int tether__sig_hold (struct sigloop *l, int signum, int runner);
+TETHER__HIDDEN unsigned tether__sig_release (struct sigloop *l, int signum,
+                                             int runner, int *restored);
+TETHER__HIDDEN void tether__sig_drain (struct sigloop *l);
+TETHER__HIDDEN int tether__sig_ignored (int signum);
+TETHER__HIDDEN void tether__sig_interrupted (struct sigloop *l);
 
 /* signal.c */
 TETHER__HIDDEN void tether__signals_start (struct ctx *c);

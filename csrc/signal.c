@@ -1,20 +1,18 @@
 /*
 ** signal.c
-** OS signals: receivers that a 'for' loop iterates, the runner's Ctrl+C
-** watcher, and process-wide bookkeeping of signal dispositions.
+** OS signals: receivers that a 'for' loop iterates and the runner's Ctrl+C
+** watcher, on one loop. What is process-wide (the OS handler, dispositions,
+** the second-Ctrl+C escape) is sigstate.c's.
 **
-** libuv broadcasts every caught signal to each uv_signal_t watching it and
-** resets the disposition to SIG_DFL when the last one stops. tether keeps one
-** uv_signal_t per (loop, signal), fans each delivery out to that loop's
-** receivers, coalesces per receiver (an ordered set with counts), saves the
-** disposition before the first watcher in the process starts and restores it
-** after the last one stops.
+** A loop holds a signal in sigstate.c while it has receivers of it (or, for
+** SIGINT, while tether.run watches Ctrl+C). Deliveries reach the loop in
+** arrival order with counts; each is fanned out to the loop's receivers of
+** that signal, and each receiver coalesces (an ordered set with counts).
 */
 
 #define _DEFAULT_SOURCE /* NSIG, SIGWINCH and friends beside POSIX */
 
 #include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,18 +25,9 @@
 #error "TETHER_NSIG is smaller than this platform's NSIG"
 #endif
 
-/* One per (loop, signal): the libuv watcher and the receivers fed by it. */
-struct sigwatch {
-  uv_signal_t handle;
-  struct ctx *ctx;
-  struct queue receivers; /* struct rlink nodes */
-  int signum;
-  unsigned char runner; /* tether.run's Ctrl+C watcher (SIGINT only) */
-};
-
 struct receiver;
 
-/* A receiver's membership in one watcher's list. */
+/* A receiver's membership in its loop's list of one signal's receivers. */
 struct rlink {
   struct queue node;
   struct receiver *r;
@@ -62,51 +51,7 @@ struct receiver {
 };
 
 /* {====================================================================
-** Process-wide dispositions
-** ===================================================================== */
-
-static pthread_mutex_t dispositions_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static struct {
-  int watchers;           /* tether watchers of this signal, all loops */
-  struct sigaction saved; /* disposition before the first one started */
-} dispositions[TETHER_NSIG];
-
-/* Called before a watcher starts: saves the disposition if it is the first. */
-static void hold_disposition (int signum) {
-  pthread_mutex_lock(&dispositions_lock);
-  if (dispositions[signum].watchers++ == 0)
-    sigaction(signum, NULL, &dispositions[signum].saved);
-  pthread_mutex_unlock(&dispositions_lock);
-}
-
-/*
-** Stops a watcher; if it was the last in the process, restores the saved
-** disposition and returns 1. The signal is blocked in this thread meanwhile,
-** so one arriving between libuv's reset to SIG_DFL and the restore waits
-** for the restored disposition instead of killing the process.
-*/
-static int stop_watching (uv_signal_t *h, int signum) {
-  sigset_t block, old;
-  int restored = 0;
-  sigemptyset(&block);
-  sigaddset(&block, signum);
-  pthread_sigmask(SIG_BLOCK, &block, &old);
-  pthread_mutex_lock(&dispositions_lock);
-  uv_signal_stop(h);
-  if (--dispositions[signum].watchers == 0) {
-    sigaction(signum, &dispositions[signum].saved, NULL);
-    restored = 1;
-  }
-  pthread_mutex_unlock(&dispositions_lock);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  return restored;
-}
-
-/* }==================================================================== */
-
-/* {====================================================================
-** Watchers and delivery
+** Delivery
 ** ===================================================================== */
 
 static void pop_pending (struct receiver *r, int *signum, unsigned *count) {
@@ -129,178 +74,87 @@ static void hand_off (struct receiver *r) {
   tether__wake(t, WAKE_OK);
 }
 
-static void deliver (struct receiver *r, int signum) {
-  if (r->counts[signum]++ == 0)
+static void deliver (struct receiver *r, int signum, unsigned count) {
+  if (r->counts[signum] == 0)
     r->order[r->npending++] = (unsigned char)signum;
+  r->counts[signum] = count > UINT_MAX - r->counts[signum]
+                          ? UINT_MAX
+                          : r->counts[signum] + count;
   if (r->reader != NULL && r->reader->state == TASK_PARKED)
     hand_off(r);
 }
 
 /*
 ** Ctrl+C with no SIGINT receiver open: cancels every task (shields are
-** honoured) and makes tether.run raise Interrupted. SIGINT's disposition
-** becomes the default at once, so a second Ctrl+C ends the process by the
-** kernel's hand even if no task ever lets the loop poll again; the saved
-** disposition comes back when the run ends.
+** honoured) and makes tether.run raise Interrupted. From now on a second
+** Ctrl+C ends the process (sigstate.c), even if no task ever lets the loop
+** poll again.
 */
 static void interrupt (struct ctx *c) {
-  struct sigaction dfl;
-  memset(&dfl, 0, sizeof dfl);
-  dfl.sa_handler = SIG_DFL;
-  sigemptyset(&dfl.sa_mask);
-  sigaction(SIGINT, &dfl, NULL);
+  tether__sig_interrupted(c->sigloop);
   if (!c->interrupted) {
     c->interrupted = 1;
     tether__cancel(&c->root, CAUSE_INTERRUPT);
   }
 }
 
-/*
-** The runner's SIGINT handler sits in front of libuv's. The first Ctrl+C
-** goes to libuv (the loop sees it when it polls); a second one that comes
-** before the loop saw the first, because a task never reaches a checkpoint,
-** ends the process by SIGINT's default action right there.
-*/
-static struct sigaction libuv_sigint;      /* libuv's handler we forward to */
-static volatile sig_atomic_t sigint_armed; /* the runner alone takes SIGINT */
-static volatile sig_atomic_t
-    sigint_unseen; /* deliveries the loop has not seen */
-
-static void on_sigint (int signum) {
-  if (sigint_armed && sigint_unseen++ > 0) {
-    signal(SIGINT, SIG_DFL);
-    raise(SIGINT);
+/* sigstate.c hands this loop its deliveries, in arrival order. */
+static void on_signals (void *data, int signum, unsigned count) {
+  struct ctx *c = data;
+  struct queue *list = &c->sigreceivers[signum], *q;
+  if (queue_empty(list)) {
+    if (signum == SIGINT && c->sigrunner)
+      interrupt(c);
     return;
   }
-  libuv_sigint.sa_handler(signum);
+  for (q = list->next; q != list; q = q->next)
+    deliver(queue_data(q, struct rlink, node)->r, signum, count);
 }
 
-/* Puts on_sigint in front of the handler libuv installed for SIGINT. */
-static void wrap_sigint (void) {
-  struct sigaction sa;
-  sigaction(SIGINT, NULL, &libuv_sigint);
-  if (libuv_sigint.sa_flags & SA_SIGINFO ||
-      libuv_sigint.sa_handler == SIG_DFL || libuv_sigint.sa_handler == SIG_IGN)
-    return; /* not libuv's plain handler: leave it alone */
-  sa = libuv_sigint;
-  sa.sa_handler = on_sigint;
-  sigaction(SIGINT, &sa, NULL);
-}
-
-/* Arms the second-Ctrl+C escape while the runner alone takes SIGINT. */
-static void update_sigint (struct sigwatch *w) {
-  if (w->signum == SIGINT)
-    sigint_armed = w->runner && queue_empty(&w->receivers);
-}
-
-static void free_watch (uv_handle_t *h) {
-  free(h->data);
-}
-
-static void on_signal (uv_signal_t *h, int signum) {
-  struct sigwatch *w = h->data;
-  struct queue *q;
-  if (queue_empty(&w->receivers)) {
-    if (w->runner) {
-      sigint_unseen = 0;
-      interrupt(w->ctx);
-    }
-    return;
-  }
-  for (q = w->receivers.next; q != &w->receivers; q = q->next)
-    deliver(queue_data(q, struct rlink, node)->r, signum);
-}
-
-/* Returns this loop's watcher of 'signum', starting one if needed; NULL
-   with *err set when libuv refuses. */
-static struct sigwatch *watch (struct ctx *c, int signum, int *err) {
-  struct sigwatch *w = c->sigwatch[signum];
-  if (w != NULL)
-    return w;
-  w = malloc(sizeof *w);
-  if (w == NULL) {
-    *err = UV_ENOMEM;
-    return NULL;
-  }
-  memset(w, 0, sizeof *w);
-  w->ctx = c;
-  w->signum = signum;
-  queue_init(&w->receivers);
-  uv_signal_init(c->loop, &w->handle);
-  w->handle.data = w;
-  hold_disposition(signum);
-  *err = uv_signal_start(&w->handle, on_signal, signum);
-  if (*err < 0) {
-    stop_watching(&w->handle, signum);
-    uv_close((uv_handle_t *)&w->handle, free_watch);
-    return NULL;
-  }
-  if (c->attached)
-    uv_unref((uv_handle_t *)&w->handle); /* never keep a host's loop alive */
-  c->sigwatch[signum] = w;
-  return w;
-}
-
-/* Whether libuv caught deliveries for this watcher that have not reached
-   the loop yet (they wait in its self-pipe until the loop polls). */
-static int in_flight (const struct sigwatch *w) {
-  /* libuv's handler (any thread) writes to the pipe before it counts the
-     signal as caught, so 'dispatched' may briefly run ahead of 'caught'. */
-  return (int)(w->handle.caught_signals - w->handle.dispatched_signals) > 0;
-}
-
-/*
-** Stops and frees a watcher nobody needs any more. If that restored the
-** signal's disposition, deliveries nobody read ('unread', or still in
-** flight) are re-raised once to it, as Trio does.
-*/
-static void unwatch_if_unused (struct sigwatch *w, int unread) {
-  if (!queue_empty(&w->receivers) || w->runner)
-    return;
-  unread = unread || in_flight(w);
-  w->ctx->sigwatch[w->signum] = NULL;
-  if (stop_watching(&w->handle, w->signum) && unread)
-    uv_kill(uv_os_getpid(), w->signum);
-  uv_close((uv_handle_t *)&w->handle, free_watch);
+/* This loop's place in the signal registry, made when first needed. */
+static int join_registry (struct ctx *c) {
+  int signum, err;
+  if (c->sigloop != NULL)
+    return 0;
+  err = tether__sigloop_open(c->loop, on_signals, c, &c->sigloop);
+  if (err < 0)
+    return err;
+  for (signum = 0; signum < TETHER_NSIG; signum++)
+    queue_init(&c->sigreceivers[signum]);
+  return 0;
 }
 
 /* At the start of tether.run: the Ctrl+C watcher, unless SIGINT is ignored
    (a background job), in which case it stays ignored. */
 void tether__signals_start (struct ctx *c) {
-  struct sigaction current;
-  struct sigwatch *w;
-  int err;
   c->interrupted = 0;
-  sigaction(SIGINT, NULL, &current);
-  if (current.sa_handler == SIG_IGN)
+  if (tether__sig_ignored(SIGINT) || join_registry(c) < 0)
     return;
-  w = watch(c, SIGINT, &err);
-  if (w == NULL)
-    return;
-  w->runner = 1;
-  sigint_unseen = 0;
-  update_sigint(w);
-  wrap_sigint();
+  if (tether__sig_hold(c->sigloop, SIGINT, 1) == 0)
+    c->sigrunner = 1;
 }
 
 static void detach (struct receiver *r);
 
-/* At the end of tether.run: close the receivers still open (re-raising
-   what they did not read) and stop every watcher of the loop, restoring
-   dispositions. */
+/* At the end of tether.run: stop watching Ctrl+C, close the receivers still
+   open (re-raising what they did not read) and leave the registry; the
+   dispositions come back when no loop of the process holds them. */
 void tether__signals_stop (struct ctx *c) {
-  struct sigwatch *w;
-  int signum;
-  if ((w = c->sigwatch[SIGINT]) != NULL) {
-    w->runner = 0;
-    update_sigint(w);
+  int signum, restored;
+  if (c->sigloop == NULL)
+    return;
+  if (c->sigrunner) {
+    c->sigrunner = 0;
+    if (tether__sig_release(c->sigloop, SIGINT, 1, &restored) > 0 && restored)
+      uv_kill(uv_os_getpid(), SIGINT); /* arrived as the run ended */
   }
-  for (signum = 1; signum < TETHER_NSIG; signum++) {
-    while ((w = c->sigwatch[signum]) != NULL && !queue_empty(&w->receivers))
-      detach(queue_data(queue_head(&w->receivers), struct rlink, node)->r);
-    if (w != NULL)
-      unwatch_if_unused(w, 0);
-  }
+  for (signum = 1; signum < TETHER_NSIG; signum++)
+    while (!queue_empty(&c->sigreceivers[signum]))
+      detach(
+          queue_data(queue_head(&c->sigreceivers[signum]), struct rlink, node)
+              ->r);
+  tether__sigloop_close(c->sigloop);
+  c->sigloop = NULL;
 }
 
 /* }==================================================================== */
@@ -422,25 +276,34 @@ static struct receiver *check_receiver (lua_State *L, const char *fname) {
   return tether__check_self(L, 1, CTX(L), CLASS_RECEIVER, fname);
 }
 
-/* Unlinks a receiver from its watchers; the pending signals nobody else
-   will see are re-raised to the restored disposition (or, for SIGINT, to
-   the runner's Ctrl+C watcher). */
+/*
+** Unlinks a receiver. When it was its loop's last receiver of a signal, the
+** loop lets go of that signal, and what this receiver did not read (pending,
+** or counted but not yet handed to the loop) goes to the runner's Ctrl+C
+** watcher (SIGINT), or is re-raised once if that restored the disposition.
+** Otherwise the other receivers got their own copies.
+*/
 static void detach (struct receiver *r) {
+  struct ctx *c = r->ctx;
   int i;
   r->closed = 1;
   for (i = 0; i < r->nlinks; i++) {
     struct rlink *l = &r->links[i];
-    struct sigwatch *w = r->ctx->sigwatch[l->signum];
-    int unread = r->counts[l->signum] > 0;
+    struct queue *list = &c->sigreceivers[l->signum];
+    int unread = r->counts[l->signum] > 0, restored;
     if (queue_empty(&l->node))
       continue; /* detached when the loop ended */
     queue_remove(&l->node);
-    update_sigint(w);
-    if (!queue_empty(&w->receivers))
-      continue; /* other receivers got their own copy */
-    if (w->runner && unread)
-      interrupt(r->ctx); /* deliveries in flight reach the runner anyway */
-    unwatch_if_unused(w, unread);
+    if (!queue_empty(list))
+      continue;
+    if (tether__sig_release(c->sigloop, l->signum, 0, &restored) > 0)
+      unread = 1;
+    if (l->signum == SIGINT && c->sigrunner) {
+      if (unread)
+        interrupt(c);
+    }
+    else if (restored && unread)
+      uv_kill(uv_os_getpid(), l->signum);
   }
   r->npending = 0;
   memset(r->counts, 0, sizeof r->counts);
@@ -470,22 +333,23 @@ static int core_open_signal_receiver (lua_State *L) {
   r = lua_newuserdatauv(L, sizeof *r + (size_t)(n - 1) * sizeof r->links[0], 0);
   memset(r, 0, sizeof *r);
   r->ctx = c;
-  r->closed = 1; /* until every watcher is in place */
+  r->closed = 1; /* until every signal is held */
   tether__set_metatable(L, c, CLASS_RECEIVER);
-  for (i = 0; i < n; i++) {
-    struct sigwatch *w = watch(c, signums[i], &err);
-    if (w == NULL)
+  err = join_registry(c);
+  for (i = 0; i < n && err == 0; i++) {
+    struct queue *list = &c->sigreceivers[signums[i]];
+    if (queue_empty(list) &&
+        (err = tether__sig_hold(c->sigloop, signums[i], 0)) < 0)
       break;
     r->links[i].r = r;
     r->links[i].signum = signums[i];
-    queue_insert_tail(&w->receivers, &r->links[i].node);
-    update_sigint(w);
+    queue_insert_tail(list, &r->links[i].node);
     r->nlinks = i + 1;
   }
   if (err < 0) {
     detach(r);
     return tether__fname_error(L, fname, "cannot watch signal %d: %s",
-                               signums[i], uv_strerror(err));
+                               signums[i < n ? i : 0], uv_strerror(err));
   }
   r->closed = 0;
   lua_pushnil(L);

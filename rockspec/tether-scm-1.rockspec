@@ -48,6 +48,7 @@ build = {
         "csrc/record.c",
         "csrc/scope.c",
         "csrc/signal.c",
+        "csrc/sigstate.c",
         "csrc/stream.c",
         "csrc/task.c",
         "csrc/wait.c",

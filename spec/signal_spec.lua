@@ -1,6 +1,12 @@
 -- Specs for OS signals (API.md §5, the Ctrl+C paragraph of §2): receivers, fan-out,
 -- coalescing, reading rules, bad input, restoring dispositions, re-raising unread
--- signals on close, and Ctrl+C typed into a real pseudo-terminal.
+-- signals on close, Ctrl+C typed into a real pseudo-terminal, and C hosts for what
+-- needs threads or uv_spawn (spec/support/signal_*.c, built against libtether.a):
+--
+--   signal_flood.c   receivers open and close while another process floods the host,
+--                    whose idle thread must never find SIG_DFL
+--   signal_runs.c    two tether.run on two threads and one Ctrl+C
+--   signal_chld.c    a SIGCHLD receiver beside libuv's reaping of uv_spawn children
 --
 -- Every signal is real: sent by this process with tether.kill, by a shell's `kill`, or
 -- by a child process.  Rules the tests rely on:
@@ -34,6 +40,8 @@ local HOST_SOURCE = SPEC_DIR .. "/support/sigint_ignored.c"
 local CHILD_TIMEOUT = math.ceil(30 * SCALE) -- seconds, then a child process is killed
 
 local OPEN_ERROR = "^tether%.open_signal_receiver: "
+
+local C_PROGRAMS = { "signal_flood", "signal_runs", "signal_chld" }
 
 ---------------------------------------------------------------------------------------
 -- Helpers
@@ -240,6 +248,72 @@ end
 
 local function have(command)
   return os.execute("command -v " .. command .. " >/dev/null 2>&1") == true
+end
+
+-- Runs a shell script without LD_PRELOAD (LeakSanitizer fails uninstrumented tools)
+-- and without the make variables of an enclosing `make test`.  Returns the output
+-- (stderr merged) and the exit status (128 + N when signal N killed it).
+local function shell(script)
+  local p = assert(io.popen(
+      "exec env -u LD_PRELOAD -u MAKEFLAGS -u MFLAGS -u MAKELEVEL sh -c " .. q(script)
+      .. " 2>&1", "r"))
+  local out = p:read("a")
+  local _, how, code = p:close()
+  return out, how == "signal" and 128 + code or code
+end
+
+-- Builds the C hosts of C_PROGRAMS once, in parallel, against the build's libtether.a
+-- (as spec/embed_spec.lua builds its hosts).  Returns the directory of the binaries,
+-- or nil and what went wrong.
+local c_dir, c_error
+local function c_programs()
+  if c_dir or c_error then return c_dir, c_error end
+  local root = (shell("cd " .. q(SPEC_DIR .. "/..") .. " && pwd -P")):gsub("\n$", "")
+  local dir = (shell("mktemp -d")):gsub("\n$", "")
+  local lines = {
+    ("cd %s && make -s --no-print-directory staticlib >%s/make.log 2>&1 || exit 1")
+        :format(q(root), q(dir)),
+  }
+  for _, name in ipairs(C_PROGRAMS) do
+    lines[#lines + 1] = table.concat({
+      "cc -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -Wall -Wextra",
+      "-I" .. q(root .. "/csrc"), "-I" .. q(root .. "/spec/support"),
+      "$(pkg-config --cflags lua5.4 libuv)",
+      "-o", q(dir .. "/" .. name), q(root .. "/spec/support/" .. name .. ".c"),
+      q(root .. "/" .. (os.getenv("BUILDDIR") or "build") .. "/libtether.a"),
+      "$(pkg-config --libs lua5.4 libuv) -lpthread -lm",
+      ">" .. q(dir .. "/" .. name .. ".log") .. " 2>&1 || cat " .. q(dir .. "/" .. name .. ".log")
+          .. " &",
+    }, " ")
+  end
+  lines[#lines + 1] = "wait"
+  local out, status = shell(table.concat(lines, "\n"))
+  if status ~= 0 or out ~= "" then
+    c_error = "cannot build spec/support/signal_*.c:\n" .. out
+        .. (read_file(dir .. "/make.log") or "")
+    shell("rm -rf " .. q(dir))
+    return nil, c_error
+  end
+  c_dir = dir
+  return c_dir
+end
+
+-- Runs one of C_PROGRAMS (natively; with the sanitizer runtime on the ASan run).
+-- Returns its output and exit status.
+local function run_c(name, args)
+  local dir = assert(c_programs())
+  local preload = os.getenv("LD_PRELOAD")
+  return shell(("cd %s && timeout -k 5 %d %s%s %s"):format(
+      q(dir), CHILD_TIMEOUT, preload and ("env LD_PRELOAD=" .. q(preload) .. " ") or "",
+      q(dir .. "/" .. name), args or ""))
+end
+
+-- The output must be exactly these lines, and the status `want_status` (default 0).
+local function assert_transcript(out, status, expected, want_status)
+  local want = table.concat(expected, "\n") .. "\n"
+  assert(out == want and status == (want_status or 0),
+         ("exit status %s; output:\n%s\nwanted (exit status %d):\n%s")
+             :format(tostring(status), out, want_status or 0, want))
 end
 
 ---------------------------------------------------------------------------------------
@@ -924,6 +998,23 @@ say("survived the run")
     assert.equal(128 + tether.SIGTERM, status, out)
   end)
 
+  it("SIGCHLD: a receiver gets a child's exit, and the default is back after the run",
+     function()
+    local out, status = run_child([[
+local C = tether.SIGCHLD
+say("start", disposition(C))
+tether.run(function()
+  local r <close> = tether.open_signal_receiver("CHLD")
+  say("open", disposition(C))
+  os.execute("true") -- a child that exits
+  say("got", tether.signal_name((within(5, r.receive, r))))
+end)
+say("after run", disposition(C))
+]])
+    assert.equal(0, status, out)
+    assert_in_order(out, { "start default", "open caught", "got SIGCHLD", "after run default" })
+  end)
+
   -- BUG (csrc/signal.c, detach): a signal caught by the OS handler while the receiver
   -- was open, but still in libuv's pipe when the receiver closes (the loop has not
   -- polled since), is dropped: neither received nor re-raised.  Here SIGTERM is
@@ -1085,5 +1176,81 @@ say("end", disposition(tether.SIGINT))
       "receiver closed ignored", "run true finished", "end ignored",
     })
     assert.equal(0, status, out)
+  end)
+end)
+
+---------------------------------------------------------------------------------------
+describe("signals in C hosts", function()
+  teardown(function()
+    if c_dir then shell("rm -rf " .. q(c_dir)) end
+  end)
+
+  it("never leave SIG_DFL to a host thread while receivers open and close under a flood",
+     function()
+    -- The host has its own SIGUSR1 handler and an idle thread; another process sends
+    -- SIGUSR1 without pause for 2 s while tether opens and closes receivers.
+    local out, status = run_c("signal_flood", "2")
+    assert_transcript(out, status, {
+      "host: own SIGUSR1 handler, an idle thread, a child flooding SIGUSR1",
+      "tether: over 1000 receivers opened and closed under the flood",
+      "host: SIGUSR1's disposition is the host's handler again",
+      "PASS",
+    })
+  end)
+
+  it("interrupt every run of the process at one Ctrl+C", function()
+    local out, status = run_c("signal_runs", "both")
+    assert_transcript(out, status, {
+      "2 runs on 2 threads wait; main thread: one SIGINT",
+      "run 1: raised Interrupted",
+      "run 2: raised Interrupted",
+      "SIGINT's disposition: the host's handler again",
+      "PASS",
+    })
+  end)
+
+  it("give Ctrl+C to the SIGINT receiver of one run and interrupt the other", function()
+    local out, status = run_c("signal_runs", "receiver")
+    assert_transcript(out, status, {
+      "2 runs on 2 threads wait; main thread: one SIGINT",
+      "run 1: returned SIGINT 1",
+      "run 2: raised Interrupted",
+      "SIGINT's disposition: the host's handler again",
+      "PASS",
+    })
+  end)
+
+  it("end the process at the second Ctrl+C when a run never reaches a checkpoint", function()
+    local out, status = run_c("signal_runs", "escape")
+    assert_transcript(out, status, {
+      "2 runs on 2 threads wait; main thread: one SIGINT",
+      "run 2: raised Interrupted",
+      "main thread: a second SIGINT",
+    }, 128 + tether.SIGINT)
+  end)
+
+  it("keep libuv's reaping of a uv_spawn child and the host's SIGCHLD handler while a "
+     .. "SIGCHLD receiver is open", function()
+    local out, status = run_c("signal_chld", "after")
+    assert_transcript(out, status, {
+      "host: the receiver opens, then the child is spawned",
+      "libuv reaped the child: yes, exit status 7",
+      "receiver got SIGCHLD, count >= 1",
+      "the host's handler got SIGCHLD too: yes",
+      "after the receiver closed, SIGCHLD's disposition is what it was before",
+      "PASS",
+    })
+  end)
+
+  it("keep libuv's reaping when the child was spawned before the SIGCHLD receiver opened",
+     function()
+    local out, status = run_c("signal_chld", "before")
+    assert_transcript(out, status, {
+      "host: child spawned (libuv's SIGCHLD handler replaced the host's)",
+      "libuv reaped the child: yes, exit status 7",
+      "receiver got SIGCHLD, count >= 1",
+      "after the receiver closed, SIGCHLD's disposition is what it was before",
+      "PASS",
+    })
   end)
 end)
