@@ -67,7 +67,7 @@ int tether__raise (lua_State *L, const struct ctx *c, enum error_class cls,
   return lua_error(L);
 }
 
-/* Raises the error a waker chose for a task (see tether__wake_raise). */
+/* Raises the error a waker chose for a task (see tether__waitq_raise). */
 int tether__raise_wake_error (lua_State *L, const struct ctx *c,
                               const struct wake_error *e) {
   lua_pushstring(L, e->message);

@@ -418,8 +418,6 @@ TETHER__HIDDEN int tether__park (lua_State *L, struct task *t,
 TETHER__HIDDEN int tether__reschedule (lua_State *L, struct task *t,
                                        lua_KContext kctx, lua_KFunction k);
 TETHER__HIDDEN void tether__wake (struct task *t, enum wake_status how);
-TETHER__HIDDEN void tether__wake_raise (struct task *t,
-                                        const struct wake_error *e);
 TETHER__HIDDEN void tether__abort (struct task *t);
 TETHER__HIDDEN void tether__check_wake (lua_State *L, struct task *t);
 TETHER__HIDDEN int tether__checkpoint_k (lua_State *L, int status,

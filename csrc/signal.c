@@ -41,8 +41,10 @@ struct rlink {
 */
 struct receiver {
   struct ctx *ctx;
-  struct task *reader; /* the task inside receive(), if any */
-  int closed;
+  struct waitq reader;  /* the task parked in receive(), if any */
+  unsigned char taking; /* a task's receive() is at its checkpoint with a
+                           signal pending (it takes it after) */
+  unsigned char closed;
   int nlinks;
   int npending;
   unsigned char order[TETHER_NSIG];
@@ -62,16 +64,14 @@ static void pop_pending (struct receiver *r, int *signum, unsigned *count) {
 }
 
 /* Hands the oldest pending signal to the receiver's parked reader. */
-static void hand_off (struct receiver *r) {
-  struct task *t = r->reader;
+static void hand_off (struct receiver *r, struct task *t) {
   int signum;
   unsigned count;
   pop_pending(r, &signum, &count);
-  r->reader = NULL;
   lua_pushinteger(t->L, signum); /* room was reserved before parking */
   lua_pushinteger(t->L, (lua_Integer)count);
   t->nresume = 2;
-  tether__wake(t, WAKE_OK);
+  tether__waitq_wake(t, WAKE_OK);
 }
 
 static void deliver (struct receiver *r, int signum, unsigned count) {
@@ -80,8 +80,8 @@ static void deliver (struct receiver *r, int signum, unsigned count) {
   r->counts[signum] = count > UINT_MAX - r->counts[signum]
                           ? UINT_MAX
                           : r->counts[signum] + count;
-  if (r->reader != NULL && r->reader->state == TASK_PARKED)
-    hand_off(r);
+  if (r->reader.count > 0)
+    hand_off(r, tether__waitq_first(&r->reader));
 }
 
 /*
@@ -332,6 +332,7 @@ static int core_open_signal_receiver (lua_State *L) {
                                "inside a task");
   r = lua_newuserdatauv(L, sizeof *r + (size_t)(n - 1) * sizeof r->links[0], 0);
   memset(r, 0, sizeof *r);
+  tether__waitq_init(&r->reader);
   r->ctx = c;
   r->closed = 1; /* until every signal is held */
   tether__set_metatable(L, c, CLASS_RECEIVER);
@@ -362,12 +363,6 @@ static const struct wake_error closed_while_reading = {
     ERROR_CLOSED, "signals:receive: the signal receiver was closed while a "
                   "task was reading it"};
 
-static int reader_abort (struct task *t) {
-  struct receiver *r = t->wait_data;
-  r->reader = NULL;
-  return 1;
-}
-
 /* After the checkpoint of a read with a signal already pending. */
 static int receive_k (lua_State *L, int status, lua_KContext parked) {
   struct task *t = tether__resumed(L, 1, parked, receive_k);
@@ -379,7 +374,7 @@ static int receive_k (lua_State *L, int status, lua_KContext parked) {
     tether__check_wake(L, t);
     return 2;
   }
-  r->reader = NULL;
+  r->taking = 0;
   if (t->scope->effective)
     return tether__raise_cancelled(L, t);
   if (r->closed)
@@ -401,30 +396,27 @@ static int receiver_receive (lua_State *L) {
   if (r->closed)
     return tether__raise(L, c, ERROR_CLOSED, fname,
                          "the signal receiver is closed");
-  if (r->reader != NULL)
+  if (r->reader.count > 0 || r->taking)
     return tether__raise(L, c, ERROR_BUSY, fname,
                          "another task is already reading this signal "
                          "receiver");
   if (!lua_checkstack(L, 3))
     return luaL_error(L, "not enough memory");
-  r->reader = t;
-  if (r->npending > 0)
+  if (r->npending > 0) {
+    r->taking = 1;
     return tether__reschedule(L, t, 0, receive_k);
-  t->wait_data = r;
-  return tether__park(L, t, reader_abort, 1, receive_k);
+  }
+  return tether__wait(L, t, &r->reader, 1, receive_k);
 }
 
 /* signals:close(): idempotent; a blocked reader gets ClosedResourceError */
 static int receiver_close (lua_State *L) {
   struct receiver *r = check_receiver(L, "signals:close");
-  struct task *reader = r->reader;
   if (r->closed)
     return 0;
   detach(r);
-  if (reader != NULL && reader->state == TASK_PARKED) {
-    r->reader = NULL;
-    tether__wake_raise(reader, &closed_while_reading);
-  }
+  if (r->reader.count > 0)
+    tether__waitq_raise(tether__waitq_first(&r->reader), &closed_while_reading);
   return 0;
 }
 

@@ -235,13 +235,6 @@ void tether__wake (struct task *t, enum wake_status how) {
   tether__schedule(TASK_CTX(t), t);
 }
 
-/* Queues a parked task to raise the error 'e' describes (built in its
-   continuation: waking allocates nothing). */
-void tether__wake_raise (struct task *t, const struct wake_error *e) {
-  tether__wake(t, WAKE_RAISE);
-  t->wait_data = (void *)e; /* read by tether__check_wake */
-}
-
 /* Cancellation reached a parked task: withdraw its wait if it allows. */
 void tether__abort (struct task *t) {
   if (t->state == TASK_PARKED && t->abort != NULL && t->abort(t))

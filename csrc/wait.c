@@ -56,7 +56,8 @@ void tether__waitq_wake (struct task *t, enum wake_status how) {
 void tether__waitq_raise (struct task *t, const struct wake_error *e) {
   struct waitq *q = t->wait_data;
   q->count--;
-  tether__wake_raise(t, e);
+  tether__wake(t, WAKE_RAISE);
+  t->wait_data = (void *)e; /* read by tether__check_wake */
 }
 
 /* Wakes every task of 'q', oldest first, with no values; returns how many. */
