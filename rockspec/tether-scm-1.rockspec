@@ -42,6 +42,7 @@ build = {
         "csrc/embed.c",
         "csrc/event.c",
         "csrc/group.c",
+        "csrc/invariants.c",
         "csrc/loop.c",
         "csrc/park.c",
         "csrc/record.c",
