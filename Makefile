@@ -3,7 +3,8 @@
 #   make                build build/tether/core.so, build/libtether.a, build/tether.pc
 #   make test           install missing Debian packages, build, run the specs
 #   make demo           install missing Debian packages, build, run examples/demo.sh
-#   make check          specs under ASan+UBSan and under valgrind, plus luacheck
+#   make check          specs under ASan+UBSan and under valgrind, plus luacheck and
+#                       the memory-exhaustion sweep (make oom)
 #   make install        PREFIX=/usr/local, DESTDIR= for staged installs
 #   make help           every target
 #
@@ -69,9 +70,10 @@ TETHER_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(W
 ALL_CFLAGS    = $(TETHER_CFLAGS) $(CPPFLAGS) -Icsrc $(LUA_CFLAGS) $(UV_CFLAGS) $(CFLAGS)
 
 # Sanitizer variant (make check).  gcc only: the runtime is preloaded from gcc's libasan.
+# TETHER_DEBUG checks the scheduler's invariants (csrc/invariants.c) at every tick.
 ASAN_BUILDDIR ?= build-asan
 ASAN_CFLAGS   ?= -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-                 -fno-sanitize-recover=undefined
+                 -fno-sanitize-recover=undefined -DTETHER_DEBUG
 ASAN_LDFLAGS  ?= -fsanitize=address,undefined -Wl,-z,nodelete
 ifeq ($(origin ASAN_RUNTIME),undefined)
 ASAN_RUNTIME = $(eval ASAN_RUNTIME := $(shell $(CC) -print-file-name=libasan.so))$(ASAN_RUNTIME)
@@ -121,10 +123,11 @@ DEPS_PKGS += valgrind
 endif
 
 LUACHECK_DIRS = $(wildcard lua spec examples bench)
-FORMAT_SRCS   = $(wildcard csrc/*.c csrc/*.h examples/embed/*.c examples/embed/*.h)
+FORMAT_SRCS   = $(wildcard csrc/*.c csrc/*.h examples/embed/*.c examples/embed/*.h) \
+                spec/support/oom_host.c
 
 .DEFAULT_GOAL := all
-.PHONY: all module staticlib pc deps test check asan asan-test valgrind soak demo bench docs \
+.PHONY: all module staticlib pc deps test check asan asan-test valgrind oom soak demo bench docs \
         luacheck lint format install uninstall rock rockspec-sources clean help FORCE
 .DELETE_ON_ERROR:
 
@@ -237,15 +240,48 @@ valgrind: module
 	$(call test_env,$(BUILDDIR)) TETHER_TEST_TIME_SCALE=$(VALGRIND_TIME_SCALE) \
 	$(call timed,$(VALGRIND) $(VALGRIND_FLAGS) $(call busted_cmd,$(BUILDDIR)),valgrind run)
 
-# Runs all three checks, then fails if any of them did.
+# The memory-exhaustion sweep (spec/support/oom_host.c): every program of
+# spec/support/oom_programs runs with allocation N failing, for every N (every
+# OOM_STRIDE-th), in each of OOM_MODES, against the ASan+UBSan build with
+# TETHER_DEBUG.  tether's own reports on stderr
+# ("tether: ..." lines: a host callback that raised) are expected and left out.
+OOM_MODES    ?= once,twice,burst,from
+OOM_STRIDE   ?= 1
+OOM_PROGRAMS ?= $(sort $(wildcard spec/support/oom_programs/*.lua))
+OOM_HOST      = $(ASAN_BUILDDIR)/oom_host
+OOM_WRAP      = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free
+
+$(OOM_HOST): spec/support/oom_host.c $(ASAN_BUILDDIR)/libtether.a
+	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(WARNFLAGS) $(ASAN_CFLAGS) -Icsrc \
+	    $(LUA_CFLAGS) $(UV_CFLAGS) -o $@ $< $(ASAN_BUILDDIR)/libtether.a \
+	    $(ASAN_LDFLAGS) $(OOM_WRAP) -l$(LUA_PC) $(UV_LIBS) -lm
+
+oom: deps
+	@$(MAKE) --no-print-directory BUILDDIR=$(ASAN_BUILDDIR) CFLAGS='$(ASAN_CFLAGS)' \
+	    LDFLAGS='$(ASAN_LDFLAGS)' staticlib
+	@$(MAKE) --no-print-directory $(OOM_HOST)
+	@echo "== memory exhaustion: $(OOM_MODES), every $(OOM_STRIDE). allocation ($(OOM_HOST))"
+	@failed=0; \
+	for p in $(OOM_PROGRAMS); do \
+	  ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)' \
+	  LSAN_OPTIONS='$(LSAN_OPTIONS)' timeout $(TEST_TIMEOUT) $(OOM_HOST) \
+	    --modes $(OOM_MODES) --stride $(OOM_STRIDE) $$p \
+	    >$(ASAN_BUILDDIR)/oom.out 2>$(ASAN_BUILDDIR)/oom.err || failed=1; \
+	  grep -v '^PASS$$' $(ASAN_BUILDDIR)/oom.out; \
+	  grep -v '^tether: ' $(ASAN_BUILDDIR)/oom.err >&2; \
+	done; \
+	if [ $$failed = 0 ]; then echo "make oom: every program passed"; else exit 1; fi
+
+# Runs all four checks, then fails if any of them did.
 check: deps
 	@$(MAKE) --no-print-directory all asan
 	@failed=; \
 	$(MAKE) --no-print-directory lint || failed="$$failed lint"; \
 	$(MAKE) --no-print-directory asan-test || failed="$$failed ASan+UBSan"; \
 	$(MAKE) --no-print-directory valgrind || failed="$$failed valgrind"; \
+	$(MAKE) --no-print-directory oom || failed="$$failed oom"; \
 	if [ -n "$$failed" ]; then echo "make check: FAILED:$$failed" >&2; exit 1; fi; \
-	echo "make check: all clean (lint: luacheck, luarocks lint, clang-format; ASan+UBSan; valgrind)"
+	echo "make check: all clean (lint: luacheck, luarocks lint, clang-format; ASan+UBSan; valgrind; oom)"
 
 # The randomized stress spec at length: STRESS_N programs (default 28000, 20 times the
 # spec's default) from a random seed, printed first; STRESS_SEED=<n> repeats a soak.
@@ -349,7 +385,7 @@ clean:
 
 help:
 	@echo "targets: all (default), test, check, demo, deps, install, uninstall, rock, bench,"
-	@echo "         lint, luacheck, format, asan, asan-test, valgrind, rockspec-sources, clean"
+	@echo "         lint, luacheck, format, asan, asan-test, valgrind, oom, rockspec-sources, clean"
 	@echo "variables: LUA=$(LUA) LUA_PC=$(LUA_PC) PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "           LIBDIR=$(LIBDIR) LUADIR=$(LUADIR) CFLAGS='$(CFLAGS)' WERROR=$(WERROR)"
 

@@ -155,13 +155,15 @@ static struct ctx *open_ctx (lua_State *L) {
   c->L = lua_tothread(L, -1);
   lua_pop(L, 1);
   queue_init(&c->ready);
+  queue_init(&c->batch);
   queue_init(&c->free_records);
   tether__waitq_init(&c->blocked_waiters);
   heap_init(&c->deadlines);
+  heap_node_init(&c->watchdog);
+  c->watchdog.kind = DEADLINE_WATCHDOG;
   if (uv_mutex_init(&c->posts_lock) != 0)
     luaL_error(L, "tether: cannot create a mutex");
   c->next_id = 1; /* task ids are unique for the life of the state */
-  c->fatal_ref = LUA_NOREF;
   c->stage_top = 1;
   tether__scope_init(&c->root, HUGE_VAL, 0);
   luaL_newmetatable(L, TETHER_CTX_MT);
@@ -195,5 +197,6 @@ TETHER_API int luaopen_tether_core (lua_State *L) {
     openers[i](L, c);
   lua_pushliteral(L, TETHER_VERSION);
   lua_setfield(L, -2, "_VERSION");
+  c->opened = 1;
   return 1;
 }

@@ -5,7 +5,9 @@
 ** loop, and shutting down.
 */
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -13,6 +15,8 @@
 struct tether_done {
   tether_done_cb cb;
   void *ud;
+  int ok;     /* the task's outcome */
+  int called; /* cb was called (it may have raised since) */
 };
 
 /* A tether_post callback waiting for the loop's thread. */
@@ -30,10 +34,11 @@ static int open_core (lua_State *L) {
   return 0;
 }
 
-/* The state's context, opening the module first if needed. */
+/* The state's context, opening the module first if needed (or again, when
+   memory ran out while it was being opened). */
 static struct ctx *get_ctx (lua_State *L) {
   struct ctx *c = tether__ctx(L);
-  if (c != NULL)
+  if (c != NULL && c->opened)
     return c;
   lua_pushcfunction(L, open_core);
   if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
@@ -71,14 +76,16 @@ TETHER_API tether_t *tether_get (lua_State *L) {
   return c != NULL && c->attached ? (tether_t *)(void *)c : NULL;
 }
 
-/* [-(nargs+1), +0, m] spawns under a protected call (upvalue: the done). */
+/* [-(nargs+2), +0, m] spawns under a protected call; the stack holds the
+   done (a light userdata), the function and its arguments. */
 static int spawn_protected (lua_State *L) {
   struct ctx *c = tether__ctx(L);
+  struct tether_done *d = lua_touserdata(L, 1);
   struct task *t;
   lua_pushnil(L); /* name: derived from the function */
-  lua_insert(L, 1);
+  lua_replace(L, 1);
   t = tether__spawn(L, c, lua_gettop(L) - 2, &c->root, NULL);
-  t->done = lua_touserdata(L, lua_upvalueindex(1));
+  t->done = d;
   return 0;
 }
 
@@ -93,7 +100,8 @@ TETHER_API int tether_spawn (lua_State *L, int nargs, tether_done_cb done,
     err = UV_ESHUTDOWN;
   else if (lua_type(L, -(nargs + 1)) != LUA_TFUNCTION)
     err = UV_EINVAL;
-  else if (done != NULL && (d = malloc(sizeof *d)) == NULL)
+  else if (!lua_checkstack(L, 2) ||
+           (done != NULL && (d = malloc(sizeof *d)) == NULL))
     err = UV_ENOMEM;
   if (err < 0) {
     lua_pop(L, nargs + 1);
@@ -103,10 +111,12 @@ TETHER_API int tether_spawn (lua_State *L, int nargs, tether_done_cb done,
     d->cb = done;
     d->ud = ud;
   }
+  /* A light C function and a light userdata: nothing to allocate outside
+     the protected call, where a memory error would end the host. */
+  lua_pushcfunction(L, spawn_protected);
   lua_pushlightuserdata(L, d);
-  lua_pushcclosure(L, spawn_protected, 1);
-  lua_insert(L, -(nargs + 2));
-  if (lua_pcall(L, nargs + 1, 0, 0) != LUA_OK) {
+  lua_rotate(L, -(nargs + 3), 2);
+  if (lua_pcall(L, nargs + 2, 0, 0) != LUA_OK) {
     lua_pop(L, 1);
     free(d);
     return UV_ENOMEM;
@@ -114,18 +124,75 @@ TETHER_API int tether_spawn (lua_State *L, int nargs, tether_done_cb done,
   return 0;
 }
 
-/* A spawned task finished: hand its outcome to the host's callback. Its
-   thread holds [ok, results...] or [false, error]. */
-void tether__report (struct ctx *c, struct task *t) {
+/* Says on stderr that a callback (or the tick) raised the error on top. */
+void tether__report_error (lua_State *L, const char *what) {
+  if (lua_type(L, -1) == LUA_TSTRING)
+    fprintf(stderr, "tether: %s: %s\n", what, lua_tostring(L, -1));
+  else
+    fprintf(stderr, "tether: %s: (error object is a %s value)\n", what,
+            luaL_typename(L, -1));
+  fflush(stderr);
+}
+
+/* [-1, +1, m] pushes task 't''s traceback (argument: 't'). */
+static int push_traceback (lua_State *L) {
+  tether__push_traceback(L, lua_touserdata(L, 1));
+  return 1;
+}
+
+/* [-(n+1), +0, e] calls the done callback of task 't' (argument 1, a light
+   userdata) with the n values above it: its results, or its error and
+   traceback. */
+static int call_done (lua_State *L) {
+  struct task *t = lua_touserdata(L, 1);
   struct tether_done *d = t->done;
-  int ok = lua_toboolean(t->L, 1);
-  (void)c;
+  lua_remove(L, 1);
+  d->called = 1;
+  d->cb(L, d->ok, lua_gettop(L), d->ud);
+  return 0;
+}
+
+/*
+** Hands a finished task's outcome, on 'L' above index 'base' ([ok,
+** results...] or [false, error]), to the host's done callback, and leaves
+** 'L' at 'base'. The callback runs under a protected call: an error it
+** raises is reported on stderr, and the tasks after it go on (it must not
+** unwind through the scheduler and lose them).
+*/
+static void report_on (lua_State *L, int base, struct task *t) {
+  struct tether_done *d = t->done;
+  /* Room for the calls below, and for the callback (LUA_MINSTACK), so that
+     calling it does not have to grow the stack. */
+  if (!lua_checkstack(L, LUA_MINSTACK + 4)) { /* report the memory error */
+    lua_settop(L, base);
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "not enough memory"); /* interned: no allocation */
+  }
+  d->ok = lua_toboolean(L, base + 1);
+  d->called = 0;
+  lua_remove(L, base + 1);
+  if (!d->ok) { /* the traceback, or the memory error in its place */
+    lua_pushcfunction(L, push_traceback);
+    lua_pushlightuserdata(L, t);
+    lua_pcall(L, 1, 1, 0);
+  }
+  lua_pushcfunction(L, call_done);
+  lua_pushlightuserdata(L, t);
+  lua_rotate(L, base + 1, 2);
+  if (lua_pcall(L, lua_gettop(L) - base - 1, 0, 0) != LUA_OK) {
+    tether__report_error(L, d->called ? "error in a done callback"
+                                      : "cannot call a done callback");
+    lua_pop(L, 1);
+  }
+  lua_settop(L, base);
   t->done = NULL;
-  lua_remove(t->L, 1);
-  if (!ok)
-    tether__push_traceback(t->L, t);
-  d->cb(t->L, ok, lua_gettop(t->L), d->ud);
   free(d);
+}
+
+/* A spawned task finished: its thread holds its outcome. */
+void tether__report (struct ctx *c, struct task *t) {
+  (void)c;
+  report_on(t->L, 0, t);
 }
 
 /* {====================================================================
@@ -188,8 +255,7 @@ void tether__on_post (uv_async_t *h) {
     lua_pushcfunction(c->L, run_post);
     lua_pushlightuserdata(c->L, p);
     if (lua_pcall(c->L, 1, 0, 0) != LUA_OK) {
-      lua_writestringerror("tether: error in a posted callback: %s\n",
-                           lua_tostring(c->L, -1));
+      tether__report_error(c->L, "error in a posted callback");
       lua_pop(c->L, 1);
     }
     free(p);
@@ -253,6 +319,27 @@ TETHER_API int tether_backend_timeout (lua_State *L) {
   return ms <= 0 ? 0 : ms >= 2147483647.0 ? 2147483647 : (int)ms + 1;
 }
 
+/* Ticks that fail in a row before tether_shutdown gives up on the tasks
+   left (memory is not coming back). */
+#define SHUTDOWN_FAILED_TICKS 8
+
+/*
+** tether_shutdown could not finish the tasks: their done callbacks get
+** "not enough memory", and they are dropped without running their cleanup.
+*/
+static void abandon (struct ctx *c) {
+  int slot, base = lua_gettop(c->L); /* the host's values stay */
+  for (slot = 0; slot < tether__nslots(c); slot++) {
+    struct task *t = tether__live_record(c, slot);
+    if (t == NULL || t->done == NULL || !lua_checkstack(c->L, 2))
+      continue;
+    lua_pushboolean(c->L, 0);
+    lua_pushliteral(c->L, "not enough memory"); /* interned: no allocation */
+    report_on(c->L, base, t);
+  }
+  tether__abandon(c, c->L);
+}
+
 TETHER_API int tether_shutdown (lua_State *L) {
   struct ctx *c = tether__ctx(L);
   uv_handle_t *handles[HUB_HANDLES];
@@ -271,8 +358,10 @@ TETHER_API int tether_shutdown (lua_State *L) {
   tether__hub_handles(c->hub, handles);
   for (i = 0; i < HUB_HANDLES; i++)
     uv_ref(handles[i]);
-  while (c->ntasks > 0)
+  while (c->ntasks > 0 && c->tick_failed < SHUTDOWN_FAILED_TICKS)
     uv_run(c->loop, UV_RUN_ONCE);
+  if (c->ntasks > 0)
+    abandon(c);
   tether__signals_stop(c);
   tether__close_hub(c);
   uv_run(c->loop, UV_RUN_NOWAIT); /* runs the close callbacks */

@@ -48,6 +48,38 @@ static void record_error (lua_State *L, struct group *g, struct task *source) {
   lua_pop(L, 5);
 }
 
+/* [-3, +0, m] record_error under a protected call: the group, the task
+   (light userdata) and the error. */
+static int record_protected (lua_State *L) {
+  record_error(L, lua_touserdata(L, 1), lua_touserdata(L, 2));
+  return 0;
+}
+
+/*
+** [-1, +0, -] records the error on top as raised by 'source'. If memory
+** runs out meanwhile, the group remembers that an error was lost (its exit
+** raises "not enough memory"): a task's end and a group's exit must go on,
+** whatever happens, or a child would be left running.
+*/
+static void keep_error (lua_State *L, struct group *g, struct task *source) {
+  lua_pushcfunction(L, record_protected);
+  lua_pushlightuserdata(L, g);
+  lua_pushlightuserdata(L, source);
+  lua_rotate(L, -4, 3); /* [f, g, source, error] */
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    g->lost_error = 1;
+  }
+}
+
+/* [-0, +1, m] pushes the message of a tg:start child that returned without
+   calling started(). */
+static int push_unstarted (lua_State *L) {
+  lua_pushliteral(L, "tg:start: the task returned without calling "
+                     "task_status:started()");
+  return 1;
+}
+
 /* Wakes the host waiting in the group's exit once nothing keeps it open. */
 static void maybe_done (struct group *g) {
   if (g->waiting && g->nchildren == 0 && g->pending_starts == 0) {
@@ -79,9 +111,10 @@ void tether__task_finished (lua_State *L, struct task *t, int ok) {
       if (t->started)
         lua_settop(starter->L, lua_gettop(starter->L) - 1);
       starter->nresume = 0;
-      if (ok)
-        lua_pushliteral(L, "tg:start: the task returned without calling "
-                           "task_status:started()");
+      if (ok) { /* the message, or the memory error instead */
+        lua_pushcfunction(L, push_unstarted);
+        lua_pcall(L, 0, 1, 0);
+      }
       else {
         lua_pushvalue(t->L, -1);
         lua_xmove(t->L, L, 1);
@@ -101,7 +134,7 @@ void tether__task_finished (lua_State *L, struct task *t, int ok) {
                tether__is_error(t->L, -1, TASK_CTX(t), ERROR_CANCELLED))) {
     lua_pushvalue(t->L, -1);
     lua_xmove(t->L, L, 1);
-    record_error(L, g, t);
+    keep_error(L, g, t);
     tether__cancel(g->scope, CAUSE_CHILD_ERROR);
   }
   g->nchildren--;
@@ -126,27 +159,46 @@ static int exit_abort (struct task *t) {
   return 0;
 }
 
-/* Leaves the group: raises its ErrorGroup or Cancelled, or returns the
-   body's results (on the stack above the group and the handler). */
+/* [-0, +1, m] pushes the group's error (arguments: the group and its host,
+   light userdata): its ErrorGroup, "not enough memory" if an error could
+   not be recorded, or a Cancelled. */
+static int push_exit_error (lua_State *L) {
+  struct group *g = lua_touserdata(L, 1);
+  if (g->lost_error) {
+    lua_pushliteral(L, "not enough memory"); /* interned: no allocation */
+    return lua_error(L);
+  }
+  if (g->errors_ref == LUA_NOREF) {
+    tether__push_cancelled(L, lua_touserdata(L, 2));
+    return 1;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, g->errors_ref);
+  lua_getfield(L, -1, "tasks");
+  lua_pushfstring(L, "%d error(s) raised in a task group",
+                  (int)lua_rawlen(L, -1));
+  lua_setfield(L, -3, "message");
+  lua_pop(L, 1);
+  tether__set_error_class(L, -1, g->scope->ctx, ERROR_GROUP);
+  return 1;
+}
+
+/*
+** Leaves the group: raises its ErrorGroup or Cancelled, or returns the
+** body's results (on the stack above the group and the handler). The error
+** is made under a protected call, so that the scope is exited even when
+** memory runs out (the memory error is raised instead).
+*/
 static int finish (lua_State *L, struct group *g, struct task *t) {
   int ok = 1;
   g->state = GROUP_EXITED;
-  if (g->errors_ref != LUA_NOREF) {
+  if (g->errors_ref != LUA_NOREF || g->lost_error || g->cancelled) {
     lua_settop(L, 2);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, g->errors_ref);
+    lua_pushcfunction(L, push_exit_error);
+    lua_pushlightuserdata(L, g);
+    lua_pushlightuserdata(L, t);
+    lua_pcall(L, 2, 1, 0); /* the error, or the memory error instead */
     luaL_unref(L, LUA_REGISTRYINDEX, g->errors_ref);
     g->errors_ref = LUA_NOREF;
-    lua_getfield(L, -1, "tasks");
-    lua_pushfstring(L, "%d error(s) raised in a task group",
-                    (int)lua_rawlen(L, -1));
-    lua_setfield(L, -3, "message");
-    lua_pop(L, 1);
-    tether__set_error_class(L, -1, TASK_CTX(t), ERROR_GROUP);
-    ok = 0;
-  }
-  else if (g->cancelled) {
-    lua_settop(L, 2);
-    tether__push_cancelled(L, t);
     ok = 0;
   }
   if (tether__scope_exit(L, t, g->scope, ok))
@@ -190,7 +242,7 @@ static int body_k (lua_State *L, int status, lua_KContext k) {
       lua_pop(L, 1);
     }
     else {
-      record_error(L, g, t);
+      keep_error(L, g, t);
       tether__cancel(g->scope, CAUSE_CHILD_ERROR);
     }
   }

@@ -79,9 +79,10 @@ struct wake_error {
 
 /*
 ** What owns a node of the loop's deadline heap (heap_node.kind): a sleeping
-** task or a cancel scope. Both live in one heap under one uv_timer_t.
+** task, a cancel scope, or the test watchdog (core.set_watchdog). All live
+** in one heap under one uv_timer_t.
 */
-enum deadline_kind { DEADLINE_SLEEP, DEADLINE_SCOPE };
+enum deadline_kind { DEADLINE_SLEEP, DEADLINE_SCOPE, DEADLINE_WATCHDOG };
 
 /*
 ** Called when cancellation reaches a parked task. Returns 1 when it withdrew
@@ -200,12 +201,14 @@ struct group {
   struct scope *scope; /* tg.cancel_scope (user value 1) */
   struct task *host;
   int nchildren;
-  int pending_starts;      /* tg:start calls whose child has not started */
-  int errors_ref;          /* {errors, tracebacks, tasks} or LUA_NOREF */
-  unsigned char state;     /* enum group_state */
-  unsigned char waiting;   /* host parked in exit until children finish */
-  unsigned char cancelled; /* body raised Cancelled or host cancelled */
-  unsigned char yielded;   /* exit has yielded at least once */
+  int pending_starts;       /* tg:start calls whose child has not started */
+  int errors_ref;           /* {errors, tracebacks, tasks} or LUA_NOREF */
+  unsigned char state;      /* enum group_state */
+  unsigned char waiting;    /* host parked in exit until children finish */
+  unsigned char cancelled;  /* body raised Cancelled or host cancelled */
+  unsigned char yielded;    /* exit has yielded at least once */
+  unsigned char lost_error; /* an error could not be recorded for want of
+                               memory: the exit raises "not enough memory" */
 };
 
 /* TaskStatus userdata: a tg:start child's handle to report readiness. */
@@ -219,13 +222,12 @@ struct task_status {
 ** host may close the Lua state before its loop ran their close callbacks;
 ** the last callback frees the block.
 */
-#define HUB_HANDLES 5
+#define HUB_HANDLES 4
 struct hub {
-  uv_check_t tick;     /* runs ready tasks after each poll */
-  uv_idle_t spin;      /* active while tasks are ready: poll does not block */
-  uv_timer_t timer;    /* armed for the earliest deadline */
-  uv_timer_t watchdog; /* tests only: see core.set_watchdog */
-  uv_async_t post;     /* tether_post from other threads */
+  uv_check_t tick;  /* runs ready tasks after each poll */
+  uv_idle_t spin;   /* active while tasks are ready: poll does not block */
+  uv_timer_t timer; /* armed for the earliest deadline */
+  uv_async_t post;  /* tether_post from other threads */
   struct ctx *ctx;
   int open; /* handles not yet closed */
 };
@@ -249,6 +251,8 @@ struct ctx {
   int posts_closed;          /* tether_shutdown began: refuse posts */
   int attached;              /* 'loop' belongs to a host (tether_attach) */
   struct queue ready;        /* run queue */
+  struct queue batch;        /* the tick's batch: tasks taken from 'ready'
+                                and not resumed yet */
   struct queue free_records; /* most recently freed first */
   struct slab **slabs;       /* task records; NULL where one was freed */
   int nslabs;
@@ -258,6 +262,7 @@ struct ctx {
                                    (0: at the top slab) */
   struct waitq blocked_waiters; /* wait_all_tasks_blocked callers */
   struct heap deadlines;
+  struct heap_node watchdog; /* tests only: see core.set_watchdog */
   struct scope root;    /* above the main task; Ctrl+C/watchdog cancel it */
   struct task *current; /* task being resumed, NULL between tasks */
   struct task *main;
@@ -275,14 +280,17 @@ struct ctx {
   int cap_idle;
   int class_refs[NCLASSES];        /* metatables of the userdata classes */
   const void *class_mts[NCLASSES]; /* the same, by address */
+  int opened;                      /* luaopen_tether_core completed */
   int error_refs[NERRORS];         /* tables of the error classes */
   const void *error_mts[NERRORS];  /* the same, by address */
   int ntasks;                      /* live tasks */
   int running;                     /* inside tether.run */
   int in_callback;                 /* in the tick or posted callbacks */
   int stopping;                    /* main task done: leave uv_run */
-  int fatal_ref;                   /* error raised by the scheduler itself */
-  double watchdog_seconds;         /* 0: off */
+  int fatal;               /* tether.run's tick failed; its error is on top of
+                     'from' */
+  int tick_failed;         /* attached: ticks failed in a row (reported once) */
+  double watchdog_seconds; /* 0: off */
   int watchdog_fired;
   int interrupted;         /* Ctrl+C cancelled the run */
   struct sigloop *sigloop; /* this loop in the process's signal registry
@@ -376,6 +384,7 @@ TETHER__HIDDEN void tether__close_hub (struct ctx *c);
 TETHER__HIDDEN void tether__hub_handles (struct hub *hub,
                                          uv_handle_t **handles);
 TETHER__HIDDEN void tether__begin (struct ctx *c);
+TETHER__HIDDEN void tether__abandon (struct ctx *c, lua_State *L);
 TETHER__HIDDEN void tether__schedule (struct ctx *c, struct task *t);
 TETHER__HIDDEN int tether__add_deadline (struct ctx *c, struct heap_node *d,
                                          double when);
@@ -385,6 +394,7 @@ TETHER__HIDDEN void tether__open_loop (lua_State *L, struct ctx *c);
 
 /* embed.c */
 TETHER__HIDDEN void tether__on_post (uv_async_t *h);
+TETHER__HIDDEN void tether__report_error (lua_State *L, const char *what);
 TETHER__HIDDEN void tether__report (struct ctx *c, struct task *t);
 TETHER__HIDDEN void tether__drop_posts (struct ctx *c);
 
@@ -403,6 +413,14 @@ TETHER__HIDDEN struct task *tether__record (struct ctx *c, int slot,
 TETHER__HIDDEN struct task *tether__live_record (struct ctx *c, int slot);
 TETHER__HIDDEN int tether__nslots (const struct ctx *c);
 TETHER__HIDDEN struct task *tether__thread_task (struct ctx *c, lua_State *L);
+
+/* invariants.c: checks of the scheduler's bookkeeping (TETHER_DEBUG builds
+   only; aborts with a message when one fails) */
+#ifdef TETHER_DEBUG
+TETHER__HIDDEN void tether__check_invariants (struct ctx *c);
+#else
+#define tether__check_invariants(c) ((void)0)
+#endif
 
 /* task.c */
 TETHER__HIDDEN void tether__open_task (lua_State *L, struct ctx *c);

@@ -23,18 +23,28 @@
 #define TIMER_MAX_MS 86400000.0
 
 /*
-** Moves every ready task to a batch and resumes each once. Tasks made ready
-** while the batch runs wait for the next batch, as in Trio.
+** Moves every ready task to the batch and resumes each once. Tasks made
+** ready while the batch runs wait for the next batch, as in Trio. The batch
+** lives in the context: when memory runs out binding a thread (the one step
+** of a resume that can fail), the task stays first in the batch, and the
+** next tick runs it and the rest of the batch first.
 */
 static void run_batch (struct ctx *c) {
-  struct queue batch;
-  queue_init(&batch);
-  queue_move_all(&c->ready, &batch);
-  while (!queue_empty(&batch)) {
-    struct task *t = queue_data(queue_head(&batch), struct task, node);
+  queue_move_all(&c->ready, &c->batch);
+  while (!queue_empty(&c->batch)) {
+    struct task *t = queue_data(queue_head(&c->batch), struct task, node);
+    if (t->L == NULL)
+      tether__bind_thread(c, t);
     queue_remove(&t->node);
     tether__resume(c, t);
   }
+}
+
+/* Puts what a failed tick left in the batch back in front of the run
+   queue. */
+static void requeue_batch (struct ctx *c) {
+  queue_move_all(&c->ready, &c->batch);
+  queue_move_all(&c->batch, &c->ready);
 }
 
 /* Wakes sleepers and cancels scopes whose deadline has passed. */
@@ -48,8 +58,12 @@ static void process_deadlines (struct ctx *c) {
     heap_remove(&c->deadlines, n);
     if (n->kind == DEADLINE_SLEEP)
       tether__wake(queue_data(n, struct task, sleep), WAKE_OK);
-    else
+    else if (n->kind == DEADLINE_SCOPE)
       tether__cancel(queue_data(n, struct scope, timer), CAUSE_DEADLINE);
+    else {
+      c->watchdog_fired = 1;
+      tether__cancel(&c->root, CAUSE_WATCHDOG);
+    }
   }
 }
 
@@ -85,6 +99,7 @@ static void arm_timer (struct ctx *c) {
 static int tick (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
   uint64_t start = uv_hrtime();
+  requeue_batch(c);
   for (;;) {
     process_deadlines(c);
     if (queue_empty(&c->ready)) {
@@ -101,18 +116,26 @@ static int tick (lua_State *L) {
     return 0;
   }
   tether__trim_pools(L, c);
+  if (c->tick_failed)
+    uv_ref((uv_handle_t *)&c->hub->spin);
   if (queue_empty(&c->ready) && c->blocked_waiters.count == 0)
     uv_idle_stop(&c->hub->spin);
   else
     uv_idle_start(&c->hub->spin, on_spin);
   arm_timer(c);
+  tether__check_invariants(c);
   return 0;
 }
 
 /*
 ** The check handle runs the tick after every poll. The tick runs under a
-** protected call: an error there (only memory errors can occur) must not
-** unwind through libuv; it stops the loop and tether.run raises it.
+** protected call: an error there (only memory errors can occur: binding a
+** thread to a task, or trimming the pools) must not unwind through libuv.
+** In tether.run it stops the loop, and run raises it; its error value stays
+** on c->from's stack, which belongs to run meanwhile (keeping it anywhere
+** else could fail for want of memory too). Attached, the host's loop goes on:
+** the error is reported once per streak of failed ticks, and the tasks the
+** tick did not run run in the next one.
 */
 static void on_tick (uv_check_t *h) {
   struct ctx *c = h->data;
@@ -123,16 +146,25 @@ static void on_tick (uv_check_t *h) {
   c->in_callback++;
   status = lua_pcall(L, 1, 0, 0);
   c->in_callback--;
-  if (status == LUA_OK)
-    return;
-  if (c->attached) { /* the host's loop goes on; say what happened */
-    lua_writestringerror("tether: scheduler error: %s\n", lua_tostring(L, -1));
-    lua_pop(L, 1);
+  if (status == LUA_OK) {
+    c->tick_failed = 0;
     return;
   }
-  c->fatal_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  c->stopping = 1;
-  uv_stop(c->loop);
+  if (!c->attached) {
+    if (c->fatal)
+      lua_pop(L, 1); /* the first error is the one run raises */
+    c->fatal = 1;
+    c->stopping = 1;
+    uv_stop(c->loop);
+    return;
+  }
+  if (c->tick_failed++ == 0)
+    tether__report_error(L, "scheduler error");
+  lua_pop(L, 1);
+  /* The tasks are still ready: the next tick tries again, without keeping
+     the host's loop alive (memory may not come back). */
+  uv_idle_start(&c->hub->spin, on_spin);
+  uv_unref((uv_handle_t *)&c->hub->spin);
 }
 
 /* Queues a task that was parked; the tick resumes it in the next batch. */
@@ -151,12 +183,6 @@ void tether__remove_deadline (struct ctx *c, struct heap_node *d) {
   heap_remove(&c->deadlines, d);
 }
 
-static void on_watchdog (uv_timer_t *h) {
-  struct ctx *c = h->data;
-  c->watchdog_fired = 1;
-  tether__cancel(&c->root, CAUSE_WATCHDOG);
-}
-
 static void close_handle (uv_handle_t *h, void *arg) {
   (void)arg;
   if (!uv_is_closing(h))
@@ -167,13 +193,14 @@ static void close_handle (uv_handle_t *h, void *arg) {
 ** After a scheduler failure: forgets every live task without resuming it
 ** (their threads are dropped), so the loop can still be closed.
 */
-static void abandon_tasks (struct ctx *c, lua_State *L) {
+void tether__abandon (struct ctx *c, lua_State *L) {
   uint32_t i;
   for (i = 0; i < c->deadlines.len; i++)
     c->deadlines.nodes[i]->index = HEAP_NONE;
   c->deadlines.len = 0;
   tether__abandon_tasks(L, c);
   queue_init(&c->ready);
+  queue_init(&c->batch);
   tether__waitq_init(&c->blocked_waiters);
   c->main = NULL;
 }
@@ -200,22 +227,17 @@ int tether__open_hub (struct ctx *c, int attached) {
   uv_check_init(c->loop, &hub->tick);
   uv_idle_init(c->loop, &hub->spin);
   uv_timer_init(c->loop, &hub->timer);
-  uv_timer_init(c->loop, &hub->watchdog);
   uv_async_init(c->loop, &hub->post, tether__on_post);
   tether__hub_handles(hub, handles);
   for (i = 0; i < HUB_HANDLES; i++) {
     handles[i]->data = c;
     /* A host's loop is kept alive by tether only while tasks are ready
        (the idle handle is active just then), never by waiting tasks. */
-    if ((attached && handles[i] != (uv_handle_t *)&hub->spin) ||
-        handles[i] == (uv_handle_t *)&hub->watchdog)
+    if (attached && handles[i] != (uv_handle_t *)&hub->spin)
       uv_unref(handles[i]);
   }
   c->hub = hub;
   uv_check_start(&hub->tick, on_tick);
-  if (c->watchdog_seconds > 0)
-    uv_timer_start(&hub->watchdog, on_watchdog,
-                   (uint64_t)(c->watchdog_seconds * 1e3), 0);
   return 0;
 }
 
@@ -223,8 +245,7 @@ void tether__hub_handles (struct hub *hub, uv_handle_t **handles) {
   handles[0] = (uv_handle_t *)&hub->tick;
   handles[1] = (uv_handle_t *)&hub->spin;
   handles[2] = (uv_handle_t *)&hub->timer;
-  handles[3] = (uv_handle_t *)&hub->watchdog;
-  handles[4] = (uv_handle_t *)&hub->post;
+  handles[3] = (uv_handle_t *)&hub->post;
 }
 
 /* Closes tether's handles; their memory goes in the last close callback. */
@@ -254,10 +275,41 @@ static int close_loop (struct ctx *c) {
 void tether__begin (struct ctx *c) {
   c->stopping = 0;
   c->watchdog_fired = 0;
-  c->fatal_ref = LUA_NOREF;
+  c->fatal = 0;
+  c->tick_failed = 0;
   tether__scope_init(&c->root, HUGE_VAL, 0);
   c->root.state = SCOPE_ACTIVE;
   c->root.ctx = c;
+}
+
+/* Ends what tether.run began, whether the main task ran or not: signal
+   watchers, tether's handles and the loop. Returns uv_loop_close's code. */
+static int end_run (struct ctx *c) {
+  int err;
+  tether__remove_deadline(c, &c->watchdog);
+  tether__signals_stop(c);
+  err = close_loop(c);
+  c->loop = NULL;
+  c->running = 0;
+  c->current = NULL;
+  return err;
+}
+
+/*
+** [-(n+2), +0, m] run's first step, under a protected call: arms the
+** watchdog (tests only, see core.set_watchdog) and spawns the main task.
+** The stack holds the context, fn and its n arguments.
+*/
+static int start_main (lua_State *L) {
+  struct ctx *c = lua_touserdata(L, 1);
+  if (c->watchdog_seconds > 0 &&
+      tether__add_deadline(c, &c->watchdog,
+                           tether__now() + c->watchdog_seconds) < 0)
+    return luaL_error(L, "not enough memory");
+  lua_pushnil(L); /* main task's name: derived from fn */
+  lua_replace(L, 1);
+  c->main = tether__spawn(L, c, lua_gettop(L) - 2, &c->root, NULL);
+  return 0;
 }
 
 /*
@@ -298,30 +350,35 @@ static int loop_run (lua_State *L) {
   c->running = 1;
   tether__begin(c);
   tether__signals_start(c);
-  lua_pushnil(L); /* main task's name: derived from fn */
-  lua_insert(L, 1);
-  c->main = tether__spawn(L, c, nargs, &c->root, NULL);
-  uv_run(c->loop, UV_RUN_DEFAULT);
-
-  if (c->fatal_ref != LUA_NOREF)
-    abandon_tasks(c, L);
-  tether__signals_stop(c);
-  err = close_loop(c);
-  c->loop = NULL;
-  c->running = 0;
-  c->current = NULL;
-  lua_settop(L, 0);
-  if (c->fatal_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->fatal_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->fatal_ref);
-    c->fatal_ref = LUA_NOREF;
+  lua_pushcfunction(L, start_main);
+  lua_pushlightuserdata(L, c);
+  lua_rotate(L, 1, 2); /* [start_main, c, fn, args...] */
+  if (lua_pcall(L, nargs + 2, 0, 0) != LUA_OK) {
+    end_run(c); /* the main task did not start: undo what run set up */
     return lua_error(L);
   }
+  uv_run(c->loop, UV_RUN_DEFAULT);
+
+  if (c->fatal) { /* the tick's error is on top */
+    tether__abandon(c, L);
+    end_run(c);
+    tether__check_invariants(c);
+    return lua_error(L);
+  }
+  err = end_run(c);
+  lua_settop(L, 0);
   main_L = c->main->L;
   n = lua_gettop(main_L);
+  if (!lua_checkstack(L, n)) { /* the results do not fit */
+    tether__release(L, c, c->main);
+    c->main = NULL;
+    lua_pushliteral(L, "not enough memory"); /* interned: no allocation */
+    return lua_error(L);
+  }
   lua_xmove(main_L, L, n); /* ok flag, then results or the error */
   tether__release(L, c, c->main);
   c->main = NULL;
+  tether__check_invariants(c);
   if (err < 0)
     return tether__fname_error(L, "tether.run",
                                "the loop did not close cleanly: %s",

@@ -182,8 +182,10 @@ static int stage_values (lua_State *L, struct ctx *c, int first, int n) {
 
 /*
 ** Clears the 'n' values staged at 'at' from the stage table; with 'push'
-** set, pushes them onto 'L' first ([-0, +n, m]), else drops them ('L' is
-** scratch space).
+** set, pushes them onto 'L' first ([-0, +n, -], room reserved by the
+** caller), else drops them ('L' is scratch space). Allocates nothing, so a
+** finishing or starting task cannot be left half done: an emptied stage
+** table that grew big is replaced by tether__trim_pools.
 */
 static void unstage (lua_State *L, struct ctx *c, int at, int n, int push) {
   int i, tbl;
@@ -196,13 +198,20 @@ static void unstage (lua_State *L, struct ctx *c, int at, int n, int push) {
     lua_rawseti(L, tbl, at + i);
   }
   lua_remove(L, tbl);
-  if (--c->nstaged == 0) {
-    if (c->stage_top > STAGE_KEEP) {
-      lua_createtable(L, STAGE_KEEP, 0);
-      lua_rawseti(L, LUA_REGISTRYINDEX, c->stage_ref);
-    }
+  if (--c->nstaged == 0 && c->stage_top <= STAGE_KEEP)
     c->stage_top = 1;
+}
+
+/* Starts the stage table afresh once no task waits in it, replacing it
+   if a burst made it big. */
+static void reset_stage (lua_State *L, struct ctx *c) {
+  if (c->nstaged > 0)
+    return;
+  if (c->stage_top > STAGE_KEEP) {
+    lua_createtable(L, STAGE_KEEP, 0);
+    lua_rawseti(L, LUA_REGISTRYINDEX, c->stage_ref);
   }
+  c->stage_top = 1;
 }
 
 /*
@@ -237,32 +246,43 @@ struct task *tether__spawn (lua_State *L, struct ctx *c, int nargs,
   return t;
 }
 
+/* Drops a thread for good (it died by an error, or the idle stack cannot
+   grow). */
+static void drop_thread (lua_State *L, struct ctx *c, int ref) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
+  luaL_unref(L, -1, ref);
+  lua_pop(L, 1);
+}
+
 /*
 ** Gives a task that is about to run for the first time a thread (the most
 ** recently idle one, or a new one) and puts its entry function, its function
 ** and its arguments on it. Runs in the tick on c->from, so a memory error
-** here is a scheduler error.
+** here is a scheduler error; it leaves the task as it was (unbound, its
+** values staged), to be bound again by a later tick.
 */
 void tether__bind_thread (struct ctx *c, struct task *t) {
   lua_State *L = c->from, *co;
-  int stage = t->u.stage; /* shares its field with thread_ref */
+  int stage = t->u.stage, ref; /* stage shares its field with thread_ref */
   if (c->nidle > 0) {
-    struct idle_thread *idle = &c->idle[--c->nidle];
-    co = idle->L;
-    t->u.thread_ref = idle->ref;
+    co = c->idle[c->nidle - 1].L;
+    ref = c->idle[c->nidle - 1].ref;
+    if (!lua_checkstack(co, t->nresume + 3))
+      luaL_error(L, "not enough memory"); /* the thread stays idle */
+    c->nidle--;
   }
   else {
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
     co = lua_newthread(L);
-    t->u.thread_ref = luaL_ref(L, -2);
+    ref = luaL_ref(L, -2);
     lua_pop(L, 1);
+    if (!lua_checkstack(co, t->nresume + 3)) {
+      drop_thread(L, c, ref);
+      luaL_error(L, "not enough memory");
+    }
   }
   t->L = co;
-  if (!lua_checkstack(co, t->nresume + 3)) {
-    if (stage > 0) /* tether__release sees a bound task: drop them now */
-      unstage(L, c, stage, NSTAGED(t), 0);
-    luaL_error(L, "not enough memory");
-  }
+  t->u.thread_ref = ref;
   lua_pushcfunction(co, tether__task_entry);
   if (!t->named) { /* its function is in the name table */
     lua_rawgeti(co, LUA_REGISTRYINDEX, c->names_ref);
@@ -271,14 +291,6 @@ void tether__bind_thread (struct ctx *c, struct task *t) {
   }
   if (stage > 0)
     unstage(co, c, stage, NSTAGED(t), 1);
-}
-
-/* Drops a thread for good (it died by an error, or the idle stack cannot
-   grow). */
-static void drop_thread (lua_State *L, struct ctx *c, int ref) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
-  luaL_unref(L, -1, ref);
-  lua_pop(L, 1);
 }
 
 /* Puts task 't''s thread on the idle stack if it can run the next task,
@@ -376,6 +388,7 @@ void tether__abandon_tasks (lua_State *L, struct ctx *c) {
 */
 void tether__trim_pools (lua_State *L, struct ctx *c) {
   int keep = c->ntasks > POOL_MIN ? c->ntasks : POOL_MIN, i;
+  reset_stage(L, c);
   if (c->nidle > keep) {
     int n = (c->nidle - keep) / 8 + 1;
     while (n-- > 0)

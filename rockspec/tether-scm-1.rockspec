@@ -43,6 +43,7 @@ build = {
         "csrc/errors.c",
         "csrc/event.c",
         "csrc/group.c",
+        "csrc/invariants.c",
         "csrc/loop.c",
         "csrc/park.c",
         "csrc/record.c",

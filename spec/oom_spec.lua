@@ -1,0 +1,94 @@
+-- Memory exhaustion (spec/support/oom_host.c): each program of spec/support/oom_programs
+-- runs with allocation N failing for a sample of N, in the modes "twice" (the request
+-- fails) and "from" (every allocation from N on fails); the host checks the outcome
+-- (success or "not enough memory"), that the state runs the program again, that no
+-- task, loop, descriptor, signal disposition, signal mask or C memory was left.
+-- `make oom` (run by `make check`) sweeps every N in four modes under ASan.
+--
+-- The host is built here against the build's libtether.a; under ASan (LD_PRELOAD set)
+-- the build tools run without LD_PRELOAD and the host keeps it, so LeakSanitizer
+-- checks it too.
+
+local helper = require "spec.helper"
+
+local SCALE = helper.time_scale or 1
+local PRELOAD = os.getenv("LD_PRELOAD")
+local SPEC_DIR = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")) or "spec"
+local BUILDDIR = os.getenv("BUILDDIR") or "build"
+local STRIDE = 7 -- every STRIDE-th allocation: a sample that keeps `make test` quick
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
+end
+
+local function shell(script)
+  local p = assert(io.popen(
+      "exec env -u LD_PRELOAD -u MAKEFLAGS -u MFLAGS -u MAKELEVEL sh -c " .. q(script)
+      .. " 2>&1", "r"))
+  local out = p:read("a")
+  local _, how, code = p:close()
+  return out, how == "signal" and 128 + code or code
+end
+
+local ROOT = (shell("cd " .. q(SPEC_DIR .. "/..") .. " && pwd -P"):gsub("\n$", ""))
+local TMP
+
+local function host()
+  if TMP then return TMP .. "/oom_host" end
+  TMP = (shell("mktemp -d"):gsub("\n$", ""))
+  local out, status = shell(table.concat({
+    "cd " .. q(ROOT) .. " && make -s --no-print-directory staticlib &&",
+    "cc -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -Wall -Wextra -Icsrc",
+    "$(pkg-config --cflags lua5.4 libuv) -o " .. q(TMP .. "/oom_host"),
+    "spec/support/oom_host.c " .. q(BUILDDIR .. "/libtether.a"),
+    "$(pkg-config --libs lua5.4 libuv) -lpthread -lm",
+    "-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free",
+  }, " "))
+  assert(status == 0, "cannot build the host:\n" .. out)
+  return TMP .. "/oom_host"
+end
+
+-- Runs the host; returns its stdout (stderr: tether's reports, dropped) and status.
+local function sweep(args)
+  local cmd = ("cd %s && timeout -k 5 %d %s%s %s 2>/dev/null"):format(
+      q(ROOT), math.ceil(300 * SCALE), PRELOAD and ("env LD_PRELOAD=" .. q(PRELOAD) .. " ") or "",
+      q(host()), args)
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  local _, how, code = p:close()
+  return out, how == "signal" and 128 + code or code
+end
+
+describe("memory exhaustion", function()
+  teardown(function()
+    if TMP then shell("rm -rf " .. q(TMP)) end
+  end)
+
+  for _, name in ipairs { "open", "groups", "sync", "signal", "attached" } do
+    it("spec/support/oom_programs/" .. name .. ".lua: any allocation may fail, and "
+       .. "nothing is lost, leaked or left changed", function()
+      local out, status = sweep(("--modes twice,from --stride %d %s"):format(
+          STRIDE, q("spec/support/oom_programs/" .. name .. ".lua")))
+      assert(status == 0 and out:match("\nPASS\n$"),
+             ("exit status %s; output:\n%s"):format(tostring(status), out))
+    end)
+  end
+
+  it("the host reports a program that turns a memory error into another error", function()
+    local program = TMP and TMP .. "/swallow.lua" or os.tmpname()
+    local f = assert(io.open(program, "w"))
+    f:write([[
+      local tether = require "tether"
+      tether.run(function()
+        local ok = pcall(function() return { tether.current_task() } end)
+        if not ok then error("boom") end
+      end)
+    ]])
+    f:close()
+    local out, status = sweep("--modes twice " .. q(program))
+    os.remove(program)
+    assert.equal(1, status)
+    assert.matches("unexpected error: [^\n]*boom", out)
+    assert.matches("\nFAIL %(%d+ problems%)\n$", out)
+  end)
+end)
