@@ -22,28 +22,50 @@
    further away, up to 1e300 s, must not overflow libuv's uint64_t. */
 #define TIMER_MAX_MS 86400000.0
 
+/* How many tasks a batch runs between two looks at the clock. */
+#define BATCH_CLOCK_EVERY 16
+
 /*
 ** Moves every ready task to a batch and resumes each once. Tasks made ready
-** while the batch runs wait for the next batch, as in Trio.
+** while the batch runs wait for the next batch, as in Trio. A batch still
+** running when the tick's time slice is used up (a burst of new tasks, say)
+** is cut there, so that deadlines and I/O are processed on time: the tasks
+** it has not reached go back to the head of the run queue, in order, and it
+** returns 1. Its first 'woken' tasks (see process_deadlines) and at least one
+** more always run, so a cut batch makes progress whatever the deadlines do.
 */
-static void run_batch (struct ctx *c) {
+static int run_batch (struct ctx *c, uint64_t start, unsigned woken) {
   struct queue batch;
+  unsigned n = 0;
   queue_init(&batch);
   queue_move_all(&c->ready, &batch);
   while (!queue_empty(&batch)) {
     struct task *t = queue_data(queue_head(&batch), struct task, node);
     queue_remove(&t->node);
     tether__resume(c, t);
+    if (++n > woken && n % BATCH_CLOCK_EVERY == 0 && !queue_empty(&batch) &&
+        uv_hrtime() - start > TICK_SLICE_NS) {
+      queue_move_all(&c->ready, &batch); /* made ready meanwhile: after */
+      queue_move_all(&batch, &c->ready);
+      return 1;
+    }
   }
+  return 0;
 }
 
-/* Wakes sleepers and cancels scopes whose deadline has passed. */
-static void process_deadlines (struct ctx *c) {
+/*
+** Wakes sleepers and cancels scopes whose deadline has passed, and moves the
+** tasks this made ready to the head of the run queue: after a cut batch they
+** run before the rest of it, not after it. Returns how many there are.
+*/
+static unsigned process_deadlines (struct ctx *c) {
   struct heap_node *n = heap_min(&c->deadlines);
+  struct queue *ready = &c->ready, *last, *first, *q;
+  unsigned woken = 0;
   double now;
-  if (n == NULL)
-    return;
-  now = tether__now();
+  if (n == NULL || n->when > (now = tether__now()))
+    return 0;
+  last = ready->prev; /* the tasks woken here are queued after it */
   while ((n = heap_min(&c->deadlines)) != NULL && n->when <= now) {
     heap_remove(&c->deadlines, n);
     if (n->kind == DEADLINE_SLEEP)
@@ -51,6 +73,19 @@ static void process_deadlines (struct ctx *c) {
     else
       tether__cancel(queue_data(n, struct scope, timer), CAUSE_DEADLINE);
   }
+  first = last->next;
+  for (q = first; q != ready; q = q->next)
+    woken++;
+  if (woken > 0 && last != ready) { /* splice first..tail in at the head */
+    q = ready->prev;
+    last->next = ready;
+    ready->prev = last;
+    q->next = ready->next;
+    ready->next->prev = q;
+    ready->next = first;
+    first->prev = ready;
+  }
+  return woken;
 }
 
 static void on_spin (uv_idle_t *h) {
@@ -86,14 +121,14 @@ static int tick (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
   uint64_t start = uv_hrtime();
   for (;;) {
-    process_deadlines(c);
+    unsigned woken = process_deadlines(c);
     if (queue_empty(&c->ready)) {
       if (queue_empty(&c->blocked_waiters))
         break;
       tether__wake_blocked_waiters(c);
     }
-    run_batch(c);
-    if (c->stopping || uv_hrtime() - start > TICK_SLICE_NS)
+    if (run_batch(c, start, woken) || c->stopping ||
+        uv_hrtime() - start > TICK_SLICE_NS)
       break;
   }
   if (c->stopping) {
