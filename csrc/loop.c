@@ -116,10 +116,15 @@ static void arm_timer (struct ctx *c) {
   uv_timer_start(&c->hub->timer, on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
 }
 
-/* Runs batches until nothing is ready or the time slice is used up. */
+/*
+** Runs batches until nothing is ready or the time slice is used up. Pools
+** are trimmed only between bursts: the rest of a cut batch still needs
+** the idle threads and free records.
+*/
 static int tick (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
   uint64_t start = uv_hrtime();
+  int cut = 0;
   for (;;) {
     unsigned woken = process_deadlines(c);
     if (queue_empty(&c->ready)) {
@@ -127,15 +132,16 @@ static int tick (lua_State *L) {
         break;
       tether__wake_blocked_waiters(c);
     }
-    if (run_batch(c, start, woken) || c->stopping ||
-        uv_hrtime() - start > TICK_SLICE_NS)
+    cut = run_batch(c, start, woken);
+    if (cut || c->stopping || uv_hrtime() - start > TICK_SLICE_NS)
       break;
   }
   if (c->stopping) {
     uv_stop(c->loop);
     return 0;
   }
-  tether__trim_pools(L, c);
+  if (!cut)
+    tether__trim_pools(L, c);
   if (queue_empty(&c->ready) && queue_empty(&c->blocked_waiters))
     uv_idle_stop(&c->hub->spin);
   else
