@@ -109,6 +109,8 @@ struct task {
                      its first run; 0: nowhere (see record.c) */
   unsigned nresume : 20; /* values pushed on its thread for its next resume
                             (fewer than LUAI_MAXSTACK, see record.c) */
+  unsigned nstart : 2;   /* how many start-up values wait at 'start', or
+                            START_COUNTED: more, their count first */
   unsigned state : 3;    /* enum task_state */
   unsigned wake : 2;     /* enum wake_status of the last park */
   unsigned ours : 1;     /* set by tether before every yield */
@@ -118,6 +120,10 @@ struct task {
   unsigned named : 1;    /* spawned with a name (else the name table holds
                             its function) */
 };
+
+/* struct task's nstart when a task stages more start-up values than the
+   field holds. */
+#define START_COUNTED 3
 
 #define TASK_CTX(t) ((t)->scope->ctx)
 

@@ -174,8 +174,10 @@ static void set_name (lua_State *L, struct ctx *c, int slot, int idx) {
 ** The stage table is a plain array used from index 1 while any task waits
 ** in it, and started afresh when none does. A task's start-up values are
 ** its function (unless the name table holds it: see tether__spawn) and its
-** arguments; they are staged as their count followed by the values, and
-** t->start is the index of the count (0: the task has nothing staged).
+** arguments. They are staged from t->start on (0: the task has nothing
+** staged); t->nstart says how many there are, up to two, and otherwise
+** (START_COUNTED) their count is staged first. A burst of tasks with one
+** argument each (or named ones with none) then stages one value per task.
 ** ===================================================================== */
 
 /* Stage tables that grew past this many entries are replaced when they
@@ -185,32 +187,52 @@ static void set_name (lua_State *L, struct ctx *c, int slot, int idx) {
 /* [-0, +0, m] stages the 'n' (> 0) values from 'first' up for task 't'. */
 static void stage (lua_State *L, struct ctx *c, struct task *t, int first,
                    int n) {
-  int at = c->stage_top, i;
+  int at = c->stage_top, counted = n >= START_COUNTED, i;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->stage_ref);
-  lua_pushinteger(L, n);
-  lua_rawseti(L, -2, at);
-  for (i = 1; i <= n; i++) {
-    lua_pushvalue(L, first + i - 1);
-    lua_rawseti(L, -2, at + i);
+  if (counted) {
+    lua_pushinteger(L, n);
+    lua_rawseti(L, -2, at);
+  }
+  for (i = 0; i < n; i++) {
+    lua_pushvalue(L, first + i);
+    lua_rawseti(L, -2, at + counted + i);
   }
   lua_pop(L, 1);
-  c->stage_top = at + n + 1;
+  c->stage_top = at + counted + n;
   c->nstaged++;
   t->start = at;
+  t->nstart = counted ? START_COUNTED : (unsigned)n;
+}
+
+/* [-0, +1, -] pushes the stage table and returns how many values task 't'
+   has staged; they start at *first. */
+static int staged (lua_State *L, struct ctx *c, struct task *t, int *first) {
+  int n = (int)t->nstart;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->stage_ref);
+  *first = t->start;
+  if (n == START_COUNTED) {
+    lua_rawgeti(L, -1, t->start);
+    n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    (*first)++;
+  }
+  return n;
 }
 
 /*
-** [-0, +0, m] clears task 't''s entries from the stage table, which is on
-** top of 'L', and starts the table afresh when no task is left in it.
-** Clearing existing entries allocates nothing.
+** [-0, +0, m] clears task 't''s entries, up to 'last', from the stage table,
+** which is on top of 'L', and starts the table afresh when no task is left
+** in it. Clearing existing entries allocates nothing.
 */
-static void clear_staged (lua_State *L, struct ctx *c, struct task *t, int n) {
+static void clear_staged (lua_State *L, struct ctx *c, struct task *t,
+                          int last) {
   int i;
-  for (i = 0; i <= n; i++) {
+  for (i = t->start; i <= last; i++) {
     lua_pushnil(L);
-    lua_rawseti(L, -2, t->start + i);
+    lua_rawseti(L, -2, i);
   }
   t->start = 0;
+  t->nstart = 0;
   if (--c->nstaged == 0) {
     if (c->stage_top > STAGE_KEEP) {
       lua_createtable(L, STAGE_KEEP, 0);
@@ -220,36 +242,26 @@ static void clear_staged (lua_State *L, struct ctx *c, struct task *t, int n) {
   }
 }
 
-/* [-0, +1, -] pushes the stage table and returns how many values task 't'
-   has staged. */
-static int staged (lua_State *L, struct ctx *c, struct task *t) {
-  int n;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->stage_ref);
-  lua_rawgeti(L, -1, t->start);
-  n = (int)lua_tointeger(L, -1);
-  lua_pop(L, 1);
-  return n;
-}
-
 /*
 ** Moves task 't''s staged values onto its thread, above what is there;
 ** 'L' is another thread of the state. Raises a memory error (the values
 ** then stay staged, and tether__release drops them).
 */
 static void unstage (lua_State *L, struct ctx *c, struct task *t) {
-  int n = staged(L, c, t), i;
+  int first, n = staged(L, c, t, &first), i;
   if (!lua_checkstack(L, n) || !lua_checkstack(t->L, n))
     luaL_error(L, "not enough memory");
-  for (i = 1; i <= n; i++)
-    lua_rawgeti(L, -i, t->start + i);
+  for (i = 0; i < n; i++)
+    lua_rawgeti(L, -1 - i, first + i);
   lua_xmove(L, t->L, n);
-  clear_staged(L, c, t, n);
+  clear_staged(L, c, t, first + n - 1);
   lua_pop(L, 1);
 }
 
 /* [-0, +0, m] drops task 't''s staged values (it will not run). */
 static void drop_staged (lua_State *L, struct ctx *c, struct task *t) {
-  clear_staged(L, c, t, staged(L, c, t));
+  int first, n = staged(L, c, t, &first);
+  clear_staged(L, c, t, first + n - 1);
   lua_pop(L, 1);
 }
 
