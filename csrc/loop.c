@@ -14,9 +14,13 @@
 ** How long one tick may keep running batches of ready tasks before libuv
 ** polls for I/O again. Between batches deadlines are always processed; I/O
 ** (signals, later sockets) is polled at least this often, so a task that
-** checkpoints in a tight loop costs no system call per checkpoint.
+** checkpoints in a tight loop costs no system call per checkpoint. A build
+** may set it (docs/performance.md counts instructions under valgrind, which
+** runs far fewer tasks in a slice, with a longer one).
 */
+#ifndef TICK_SLICE_NS
 #define TICK_SLICE_NS 500000u
+#endif
 
 /* The longest the deadline timer is armed for (a day, in ms): deadlines
    further away, up to 1e300 s, must not overflow libuv's uint64_t. */
