@@ -53,7 +53,7 @@ local WORKLOADS = {
   { id = "w3", script = "w3_pingpong.lua",
     variants = { "tether", "tether_event", "floor", "cqueues", "luv" } },
   { id = "w4", script = "w4_sleepers.lua",
-    variants = { "tether", "floor", "coroutines", "cqueues", "luv" } },
+    variants = { "tether", "tether_lateness", "floor", "coroutines", "cqueues", "luv" } },
   { id = "w5", script = "w5_signal.lua", variants = { "tether", "floor", "cqueues", "luv" } },
   { id = "w6", script = "w6_idle_memory.lua",
     variants = { "tether", "floor", "cqueues", "luv" } },
@@ -162,7 +162,8 @@ end
 -- Lower is better everywhere. `floor_ratio` is the tether/floor bound,
 -- `peer_factor` how many times faster than the best peer tether must be,
 -- `max` an absolute bound on tether's median. `floor` names the variant in the
--- floor column when it is not "floor"; a row with no target is context only.
+-- floor column when it is not "floor"; `tether_only` rows measure tether alone
+-- (no floor or peer columns); a row with no target is context only.
 local ROWS = {
   { label = "W1 spawn+join empty task, 100k in one group (ns)", w = "w1", t = "tether",
     key = "ns_per_op", digits = 0, floor_ratio = 1.8, peer_factor = 2 },
@@ -177,9 +178,17 @@ local ROWS = {
   { label = "W4 100k sleepers ≤ 1 s: wall − longest delay (s)", w = "w4", t = "tether",
     key = "overhead_s", digits = 3, max = 0.05, no_ratio_below = 0.005 },
   { label = "W4 the same, floor = starting 100k coroutines (s)", w = "w4", t = "tether",
-    floor = "coroutines", key = "overhead_s", digits = 3 },
+    floor = "coroutines", key = "overhead_s", digits = 3, floor_ratio = 1.2 },
   { label = "W4 100k sleepers: peak RSS (MB)", w = "w4", t = "tether", key = "peak_rss_kb",
     scale = 1 / 1024, digits = 0, max = 150 },
+  { label = "W4 wake-up lateness, median over the 100k sleepers (ms)", w = "w4",
+    t = "tether_lateness", key = "late_p50_ms", digits = 2, tether_only = true },
+  { label = "W4 wake-up lateness, 99th percentile (ms)", w = "w4", t = "tether_lateness",
+    key = "late_p99_ms", digits = 2, max = 2, tether_only = true },
+  { label = "W4 wake-up lateness, largest (ms)", w = "w4", t = "tether_lateness",
+    key = "late_max_ms", digits = 2, tether_only = true },
+  { label = "W4 early wake-ups (count)", w = "w4", t = "tether_lateness", key = "early",
+    digits = 0, max = 0, tether_only = true },
   { label = "W5 signal round trip (µs)", w = "w5", t = "tether", key = "ns_per_op",
     scale = 1e-3, digits = 2, floor_ratio = 1.2 },
   { label = "W6 idle blocked task, RSS growth (B)", w = "w6", t = "tether",
@@ -208,12 +217,12 @@ add(seps)
 local met_all = true
 for _, row in ipairs(ROWS) do
   if samples[row.w] then
-    local s = {
-      tether = stat(row.w, row.t, row.key, row.scale),
-      floor = stat(row.w, row.floor or "floor", row.key, row.scale),
-      cqueues = stat(row.w, "cqueues", row.key, row.scale),
-      luv = stat(row.w, "luv", row.key, row.scale),
-    }
+    local s = { tether = stat(row.w, row.t, row.key, row.scale) }
+    if not row.tether_only then
+      s.floor = stat(row.w, row.floor or "floor", row.key, row.scale)
+      s.cqueues = stat(row.w, "cqueues", row.key, row.scale)
+      s.luv = stat(row.w, "luv", row.key, row.scale)
+    end
     local function ok(x) return x and x.median end
     local tm = ok(s.tether)
     local ratio_floor, ratio_peer = "—", "—"
@@ -341,6 +350,11 @@ Variants (details at the top of each bench/w*.lua):
   slow on this VM) and 5 warm rounds (memory of earlier rounds reused); a cell is the
   median over processes of each process's median warm round. The cold rounds
   (`cold_ns_per_op`) and the spread of warm rounds are in the raw output.
+- W4 lateness rows (`tether_lateness`, a separate process running the same sleepers):
+  each sleeper reads the clock just before `tether.sleep(d)` and just after it; the
+  wake-up is late by the difference minus d (never less than its real lateness, as the
+  deadline is taken a little later), early if it is negative. Median, 99th percentile
+  and largest over the 100k sleepers, per process; the cells are medians over processes.
 - W6 rows: growth after a full collection, divided by the 10k tasks: RSS (includes C
   allocations, e.g. tether's task records) and Lua heap (collectgarbage "count").
 ]]):format(m.date, m.commit, m.nproc, m.cpu, m.kernel, m.lua, interp, m.libuv, m.cqueues,

@@ -4,6 +4,12 @@
 -- returned, minus the longest delay (overhead_s), and the peak RSS (VmHWM).
 --
 --   tether   tg:start_soon(sleeper, d) in one task group; sleeper calls tether.sleep(d)
+--   tether_lateness  the same, and each sleeper reads the clock before its sleep
+--            (s) and after it (w): a wake-up is late by w - (s + d), never
+--            less than by how much it missed its deadline (tether.sleep reads
+--            the clock after s). Reports the median, 99th percentile and
+--            largest lateness over the N sleepers (late_p50_ms, late_p99_ms,
+--            late_max_ms) and how many woke before s + d (early; must be 0).
 --   floor    raw luv: uv.new_timer() per delay, its callback closes it (no tasks)
 --   coroutines  not a sleeper: the floor under tether's overhead. The wall
 --            time to create a plain coroutine per sleeper and resume it once
@@ -20,7 +26,7 @@ local common = require "common"
 
 local W = "w4"
 local variant = common.variant("w4_sleepers",
-  { "tether", "floor", "coroutines", "cqueues", "luv" })
+  { "tether", "tether_lateness", "floor", "coroutines", "cqueues", "luv" })
 local N = tonumber(os.getenv("BENCH_W4_N")) or 100000
 local clock = common.clock(variant)
 
@@ -41,6 +47,24 @@ function run.tether()
   tether.run(function()
     tether.task_group(function(tg)
       for i = 1, N do tg:start_soon(sleeper, delays[i]) end
+    end)
+  end)
+end
+
+-- Clock readings of tether_lateness, allocated before the clock starts.
+local called, woke = {}, {}
+
+function run.tether_lateness()
+  local tether = require "tether"
+  local sleep, now = tether.sleep, tether.current_time
+  local function sleeper(i)
+    called[i] = now()
+    sleep(delays[i])
+    woke[i] = now()
+  end
+  tether.run(function()
+    tether.task_group(function(tg)
+      for i = 1, N do tg:start_soon(sleeper, i) end
     end)
   end)
 end
@@ -93,11 +117,29 @@ function run.luv()
   end)
 end
 
+if variant == "tether_lateness" then
+  for i = 1, N do called[i], woke[i] = 0.0, 0.0 end
+end
+
 common.full_gc()
 local t0 = clock()
 run[variant]()
 local wall = clock() - t0
 if variant == "coroutines" then longest = 0 end -- it does not sleep
-common.result(W, variant, {
+local fields = {
   { "overhead_s", wall - longest }, { "wall_s", wall }, { "longest_s", longest }, { "n", N },
-})
+}
+if variant == "tether_lateness" then
+  local late, early = {}, 0
+  for i = 1, N do
+    late[i] = woke[i] - (called[i] + delays[i])
+    if late[i] < 0 then early = early + 1 end
+  end
+  table.sort(late)
+  local function pct(p) return late[math.max(1, math.ceil(N * p))] * 1e3 end
+  fields[#fields + 1] = { "late_p50_ms", pct(0.5) }
+  fields[#fields + 1] = { "late_p99_ms", pct(0.99) }
+  fields[#fields + 1] = { "late_max_ms", pct(1) }
+  fields[#fields + 1] = { "early", early }
+end
+common.result(W, variant, fields)

@@ -107,9 +107,9 @@ enum wake_status { WAKE_OK, WAKE_CANCELLED, WAKE_ERROR, WAKE_RAISE };
 
 /*
 ** A task's record. Its thread is bound when it first runs (until then its
-** function and arguments wait in the stage table), so a burst of short tasks
-** runs on a few hot threads. Kept to 136 bytes: an idle task costs its
-** thread plus this record. Records live in slabs (task.c); a task's context
+** start-up values wait in the stage table, see record.c), so a burst of short
+** tasks runs on a few hot threads. Kept to 136 bytes: an idle task costs its
+** thread plus this record. Records live in slabs (record.c); a task's context
 ** is its scope's, since a live task is always inside a scope.
 */
 struct task {
@@ -129,22 +129,26 @@ struct task {
   lua_Integer id; /* unique for the life of the state, so it also tells a
                      TaskStatus whether its record still runs that task */
   int slot;       /* its index among the records, and in the name table */
-  int nresume;    /* values pushed for its next resume; before the first
-                     run, its staged function and arguments */
-  union {
-    int stage;      /* before the first run: index of its staged values
-                       in the stage table (see task.c), 0 if none */
-    int thread_ref; /* once bound: its thread's index in the thread table */
-  } u;
-  unsigned state : 3;   /* enum task_state */
-  unsigned wake : 2;    /* enum wake_status of the last park */
-  unsigned ours : 1;    /* set by tether before every yield */
-  unsigned started : 1; /* task_status:started() was called */
-  unsigned reraise : 1; /* next message handler call is a re-raise */
-  unsigned traced : 1;  /* has entries in the trace table */
-  unsigned named : 1;   /* spawned with a name (else the name table holds
-                           its function) */
+  int thread_ref; /* its thread's index in the thread table; 0: no thread */
+  int start;      /* where its start-up values wait in the stage table until
+                     its first run; 0: nowhere (see record.c) */
+  unsigned nresume : 20; /* values pushed on its thread for its next resume
+                            (fewer than LUAI_MAXSTACK, see record.c) */
+  unsigned nstart : 2;   /* how many start-up values wait at 'start', or
+                            START_COUNTED: more, their count first */
+  unsigned state : 3;    /* enum task_state */
+  unsigned wake : 2;     /* enum wake_status of the last park */
+  unsigned ours : 1;     /* set by tether before every yield */
+  unsigned started : 1;  /* task_status:started() was called */
+  unsigned reraise : 1;  /* next message handler call is a re-raise */
+  unsigned traced : 1;   /* has entries in the trace table */
+  unsigned named : 1;    /* spawned with a name (else the name table holds
+                            its function) */
 };
+
+/* struct task's nstart when a task stages more start-up values than the
+   field holds. */
+#define START_COUNTED 3
 
 #define TASK_CTX(t) ((t)->scope->ctx)
 
@@ -270,8 +274,10 @@ struct ctx {
   int names_ref;       /* table: each task slot's name (or function) */
   int traces_ref;      /* table: last traceback and error of each task slot */
   int threads_ref;     /* table: every task thread, by thread_ref */
-  int stage_ref;       /* table: function and arguments of tasks that
-                          have not run yet (see task.c) */
+  int threads_top;     /* highest index the thread table has used */
+  int threads_free;    /* first free index below it, 0 if none (record.c) */
+  int stage_ref;       /* table: start-up values of tasks that have not run
+                          yet (see record.c) */
   int stage_top;       /* next free index of the stage table */
   int nstaged;         /* tasks with values in the stage table */
   int nfree_records;   /* records in 'free_records' */

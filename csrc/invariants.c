@@ -42,6 +42,19 @@ static long count_queue (const struct queue *q, enum task_state state,
   return len;
 }
 
+/* Checks a wait queue: its count is its length, and it holds parked tasks
+   that know they wait in it. */
+static void check_waitq (const struct waitq *q, const char *what) {
+  const struct queue *n;
+  long len = 0;
+  for (n = q->tasks.next; n != &q->tasks; n = n->next, len++) {
+    const struct task *t = queue_data(n, struct task, node);
+    CHECK(t->state == TASK_PARKED, what, t->state, TASK_PARKED);
+    CHECK(t->wait_data == q, "a task in a wait queue points to it", 0, 1);
+  }
+  CHECK(len == q->count, "a wait queue's count is its length", q->count, len);
+}
+
 /* Whether task 't' is in the task list of its innermost scope. */
 static int in_scope (const struct task *t) {
   const struct queue *n;
@@ -58,8 +71,7 @@ void tether__check_invariants (struct ctx *c) {
   CHECK(c->current == NULL, "no task runs between ticks", 1, 0);
   ready = count_queue(&c->ready, TASK_READY, "the run queue holds READY tasks");
   ready += count_queue(&c->batch, TASK_READY, "the batch holds READY tasks");
-  count_queue(&c->blocked_waiters, TASK_PARKED,
-              "wait_all_tasks_blocked callers are PARKED");
+  check_waitq(&c->blocked_waiters, "wait_all_tasks_blocked callers are PARKED");
   CHECK(count_queue(&c->free_records, TASK_FREE,
                     "the free list holds FREE records") == c->nfree_records,
         "nfree_records counts the free list", c->nfree_records, 0);

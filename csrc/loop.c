@@ -14,22 +14,42 @@
 ** How long one tick may keep running batches of ready tasks before libuv
 ** polls for I/O again. Between batches deadlines are always processed; I/O
 ** (signals, later sockets) is polled at least this often, so a task that
-** checkpoints in a tight loop costs no system call per checkpoint.
+** checkpoints in a tight loop costs no system call per checkpoint. A build
+** may set it (docs/performance.md counts instructions under valgrind, which
+** runs far fewer tasks in a slice, with a longer one).
 */
+#ifndef TICK_SLICE_NS
 #define TICK_SLICE_NS 500000u
+#endif
 
 /* The longest the deadline timer is armed for (a day, in ms): deadlines
    further away, up to 1e300 s, must not overflow libuv's uint64_t. */
 #define TIMER_MAX_MS 86400000.0
 
+/* How many tasks a batch runs between two looks at the clock. */
+#define BATCH_CLOCK_EVERY 16
+
+/* Puts what is left of the batch (cut, or left by a failed tick) back at the
+   head of the run queue, before the tasks made ready meanwhile. */
+static void requeue_batch (struct ctx *c) {
+  queue_move_all(&c->ready, &c->batch);
+  queue_move_all(&c->batch, &c->ready);
+}
+
 /*
-** Moves every ready task to the batch and resumes each once. Tasks made
-** ready while the batch runs wait for the next batch, as in Trio. The batch
-** lives in the context: when memory runs out binding a thread (the one step
-** of a resume that can fail), the task stays first in the batch, and the
-** next tick runs it and the rest of the batch first.
+** Moves every ready task to the batch and resumes each once. Tasks made ready
+** while the batch runs wait for the next batch, as in Trio. A batch still
+** running when the tick's time slice is used up (a burst of new tasks, say)
+** is cut there, so that deadlines and I/O are processed on time: the tasks
+** it has not reached go back to the head of the run queue, in order, and it
+** returns 1. Its first 'woken' tasks (see process_deadlines) and at least one
+** more always run, so a cut batch makes progress whatever the deadlines do.
+** The batch lives in the context: when memory runs out binding a thread (the
+** one step of a resume that can fail), the task stays first in the batch,
+** and the next tick runs it and the rest of the batch first.
 */
-static void run_batch (struct ctx *c) {
+static int run_batch (struct ctx *c, uint64_t start, unsigned woken) {
+  unsigned n = 0;
   queue_move_all(&c->ready, &c->batch);
   while (!queue_empty(&c->batch)) {
     struct task *t = queue_data(queue_head(&c->batch), struct task, node);
@@ -37,23 +57,28 @@ static void run_batch (struct ctx *c) {
       tether__bind_thread(c, t);
     queue_remove(&t->node);
     tether__resume(c, t);
+    if (++n > woken && n % BATCH_CLOCK_EVERY == 0 && !queue_empty(&c->batch) &&
+        uv_hrtime() - start > TICK_SLICE_NS) {
+      requeue_batch(c);
+      return 1;
+    }
   }
+  return 0;
 }
 
-/* Puts what a failed tick left in the batch back in front of the run
-   queue. */
-static void requeue_batch (struct ctx *c) {
-  queue_move_all(&c->ready, &c->batch);
-  queue_move_all(&c->batch, &c->ready);
-}
-
-/* Wakes sleepers and cancels scopes whose deadline has passed. */
-static void process_deadlines (struct ctx *c) {
+/*
+** Wakes sleepers and cancels scopes whose deadline has passed, and moves the
+** tasks this made ready to the head of the run queue: after a cut batch they
+** run before the rest of it, not after it. Returns how many there are.
+*/
+static unsigned process_deadlines (struct ctx *c) {
   struct heap_node *n = heap_min(&c->deadlines);
+  struct queue *ready = &c->ready, *last, *first, *q;
+  unsigned woken = 0;
   double now;
-  if (n == NULL)
-    return;
-  now = tether__now();
+  if (n == NULL || n->when > (now = tether__now()))
+    return 0;
+  last = ready->prev; /* the tasks woken here are queued after it */
   while ((n = heap_min(&c->deadlines)) != NULL && n->when <= now) {
     heap_remove(&c->deadlines, n);
     if (n->kind == DEADLINE_SLEEP)
@@ -65,6 +90,19 @@ static void process_deadlines (struct ctx *c) {
       tether__cancel(&c->root, CAUSE_WATCHDOG);
     }
   }
+  first = last->next;
+  for (q = first; q != ready; q = q->next)
+    woken++;
+  if (woken > 0 && last != ready) { /* splice first..tail in at the head */
+    q = ready->prev;
+    last->next = ready;
+    ready->prev = last;
+    q->next = ready->next;
+    ready->next->prev = q;
+    ready->next = first;
+    first->prev = ready;
+  }
+  return woken;
 }
 
 static void on_spin (uv_idle_t *h) {
@@ -95,27 +133,33 @@ static void arm_timer (struct ctx *c) {
   uv_timer_start(&c->hub->timer, on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
 }
 
-/* Runs batches until nothing is ready or the time slice is used up. */
+/*
+** Runs batches until nothing is ready or the time slice is used up. Pools
+** are trimmed only between bursts: the rest of a cut batch still needs
+** the idle threads and free records.
+*/
 static int tick (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
   uint64_t start = uv_hrtime();
+  int cut = 0;
   requeue_batch(c);
   for (;;) {
-    process_deadlines(c);
+    unsigned woken = process_deadlines(c);
     if (queue_empty(&c->ready)) {
       if (c->blocked_waiters.count == 0)
         break;
       tether__waitq_wake_all(&c->blocked_waiters);
     }
-    run_batch(c);
-    if (c->stopping || uv_hrtime() - start > TICK_SLICE_NS)
+    cut = run_batch(c, start, woken);
+    if (cut || c->stopping || uv_hrtime() - start > TICK_SLICE_NS)
       break;
   }
   if (c->stopping) {
     uv_stop(c->loop);
     return 0;
   }
-  tether__trim_pools(L, c);
+  if (!cut)
+    tether__trim_pools(L, c);
   if (c->tick_failed)
     uv_ref((uv_handle_t *)&c->hub->spin);
   if (queue_empty(&c->ready) && c->blocked_waiters.count == 0)

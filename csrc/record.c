@@ -1,23 +1,33 @@
 /*
 ** record.c
 ** Where tasks live: their C records, in slabs, and their Lua threads.
-** Spawning (a record, the function and arguments set aside), binding a
-** thread at the first run, releasing both when the task ends, and giving
-** memory back after a burst.
+** Spawning (a record, the start-up values staged), binding a thread at the
+** first run, releasing both when the task ends, and giving memory back
+** after a burst.
 **
 ** A record is taken when a task is spawned; its thread only when the task
-** first runs. Until then its arguments wait in the stage table, and its
-** function in the name table, where an unnamed task needs it anyway to
-** derive its name (a named task stages its function too). A finished
-** task's thread goes to the idle stack and runs the next task to start, so a
-** burst of short tasks runs on a few hot threads instead of one cold thread
-** each. Both freed records and idle threads are reused most recent first.
+** first runs. Until then its start-up values wait in the stage table: its
+** arguments, and its function unless the name table holds it (an unnamed
+** task keeps its function there anyway, to derive its name from). A
+** finished task's thread goes to the idle stack and runs the next task to
+** start, so a burst of short tasks runs on a few hot threads instead of one
+** cold thread each. Both freed records and idle threads are reused most
+** recent first.
 */
 
 #include <limits.h>
 #include <stdlib.h>
 
 #include "internal.h"
+
+/* struct task's nresume counts values on a Lua stack, which never holds
+   LUAI_MAXSTACK of them: its bit field must be wide enough for that. */
+#if LUAI_MAXSTACK >= (1 << 20)
+#error "struct task: nresume is too narrow for this Lua's LUAI_MAXSTACK"
+#endif
+
+/* The record is part of what an idle task costs (docs/performance.md). */
+typedef char task_record_size_check[sizeof(struct task) <= 136 ? 1 : -1];
 
 /*
 ** Records are allocated a slab at a time: no allocator overhead per record,
@@ -146,64 +156,90 @@ static void free_slab (struct ctx *c, int index) {
   }
 }
 
-/* [-1, +0, m] sets the name table's entry for 'slot' to the value on top. */
-static void set_name (lua_State *L, struct ctx *c, int slot) {
+/* [-0, +0, m] sets the name table's entry for 'slot' to the value at 'idx'
+   (an absolute index, or 0 for nil). */
+static void set_name (lua_State *L, struct ctx *c, int slot, int idx) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->names_ref);
-  lua_insert(L, -2);
+  if (idx != 0)
+    lua_pushvalue(L, idx);
+  else
+    lua_pushnil(L);
   lua_rawseti(L, -2, NAME_INDEX(slot));
   lua_pop(L, 1);
 }
 
-/*
-** [-0, +0, m] copies the 'n' values from 'first' up to the top of the stage
-** table; returns the index of the first. The stage is a plain array used
-** from index 1 while any task waits in it, and started afresh when none does.
-*/
-static int stage_values (lua_State *L, struct ctx *c, int first, int n) {
-  int at = c->stage_top, i;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->stage_ref);
-  for (i = 0; i < n; i++) {
-    lua_pushvalue(L, first + i);
-    lua_rawseti(L, -2, at + i);
-  }
-  lua_pop(L, 1);
-  c->stage_top = at + n;
-  c->nstaged++;
-  return at;
-}
-
-/* How many values task 't' has in the stage table (if any): its function
-   and arguments, or, when the name table holds its function, the arguments. */
-#define NSTAGED(t) ((t)->named ? (t)->nresume : (t)->nresume - 1)
+/* {====================================================================
+** Staging: a task's start-up values until its first run
+**
+** The stage table is a plain array used from index 1 while any task waits
+** in it, and started afresh when none does. A task's start-up values are
+** its function (unless the name table holds it: see tether__spawn) and its
+** arguments. They are staged from t->start on (0: the task has nothing
+** staged); t->nstart says how many there are, up to two, and otherwise
+** (START_COUNTED) their count is staged first. A burst of tasks with one
+** argument each (or named ones with none) then stages one value per task.
+** ===================================================================== */
 
 /* Stage tables that grew past this many entries are replaced when they
    empty, to give the memory of a burst back. */
 #define STAGE_KEEP 1024
 
-/*
-** Clears the 'n' values staged at 'at' from the stage table; with 'push'
-** set, pushes them onto 'L' first ([-0, +n, -], room reserved by the
-** caller), else drops them ('L' is scratch space). Allocates nothing, so a
-** finishing or starting task cannot be left half done: an emptied stage
-** table that grew big is replaced by tether__trim_pools.
-*/
-static void unstage (lua_State *L, struct ctx *c, int at, int n, int push) {
-  int i, tbl;
+/* [-0, +0, m] stages the 'n' (> 0) values from 'first' up for task 't'. */
+static void stage (lua_State *L, struct ctx *c, struct task *t, int first,
+                   int n) {
+  int at = c->stage_top, counted = n >= START_COUNTED, i;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->stage_ref);
-  tbl = lua_gettop(L);
-  for (i = 0; push && i < n; i++)
-    lua_rawgeti(L, tbl, at + i);
-  for (i = 0; i < n; i++) { /* existing entries: no allocation */
-    lua_pushnil(L);
-    lua_rawseti(L, tbl, at + i);
+  if (counted) {
+    lua_pushinteger(L, n);
+    lua_rawseti(L, -2, at);
   }
-  lua_remove(L, tbl);
+  for (i = 0; i < n; i++) {
+    lua_pushvalue(L, first + i);
+    lua_rawseti(L, -2, at + counted + i);
+  }
+  lua_pop(L, 1);
+  c->stage_top = at + counted + n;
+  c->nstaged++;
+  t->start = at;
+  t->nstart = counted ? START_COUNTED : (unsigned)n;
+}
+
+/* [-0, +1, -] pushes the stage table and returns how many values task 't'
+   has staged; they start at *first. */
+static int staged (lua_State *L, struct ctx *c, struct task *t, int *first) {
+  int n = (int)t->nstart;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->stage_ref);
+  *first = t->start;
+  if (n == START_COUNTED) {
+    lua_rawgeti(L, -1, t->start);
+    n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    (*first)++;
+  }
+  return n;
+}
+
+/*
+** [-0, +0, -] clears task 't''s entries, up to 'last', from the stage table,
+** which is on top of 'L'. Clearing existing entries allocates nothing, so
+** a task that starts or finishes cannot be left half done; a stage table
+** that a burst made big is replaced by reset_stage, between bursts.
+*/
+static void clear_staged (lua_State *L, struct ctx *c, struct task *t,
+                          int last) {
+  int i;
+  for (i = t->start; i <= last; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, -2, i);
+  }
+  t->start = 0;
+  t->nstart = 0;
   if (--c->nstaged == 0 && c->stage_top <= STAGE_KEEP)
     c->stage_top = 1;
 }
 
-/* Starts the stage table afresh once no task waits in it, replacing it
-   if a burst made it big. */
+/* Starts the stage table afresh once no task waits in it, replacing it if
+   a burst made it big (to give that memory back). */
 static void reset_stage (lua_State *L, struct ctx *c) {
   if (c->nstaged > 0)
     return;
@@ -214,10 +250,21 @@ static void reset_stage (lua_State *L, struct ctx *c) {
   c->stage_top = 1;
 }
 
+/* [-0, +0, m] drops task 't''s staged values (it will not run). */
+static void drop_staged (lua_State *L, struct ctx *c, struct task *t) {
+  int first, n = staged(L, c, t, &first);
+  clear_staged(L, c, t, first + n - 1);
+  lua_pop(L, 1);
+}
+
+/* }==================================================================== */
+
 /*
 ** [-(nargs+2), +0, m] starts a task running fn(args...), where the stack
 ** holds the task's name (or nil), fn and the nargs arguments. The task first
 ** runs in the next batch; its thread is bound then (tether__bind_thread).
+** An unnamed task's name table entry is its function (its name is derived
+** from it), so only its arguments are staged.
 */
 struct task *tether__spawn (lua_State *L, struct ctx *c, int nargs,
                             struct scope *scope, struct group *group) {
@@ -226,16 +273,12 @@ struct task *tether__spawn (lua_State *L, struct ctx *c, int nargs,
   int named = !lua_isnil(L, name);
   /* What can fail comes first, while the record is still in the free list
      (a stale name entry is overwritten when the slot is used again). */
-  lua_pushvalue(L, named ? name : name + 1);
-  set_name(L, c, t->slot);
-  if (named)
-    t->u.stage = stage_values(L, c, name + 1, nargs + 1);
-  else
-    t->u.stage = nargs > 0 ? stage_values(L, c, name + 2, nargs) : 0;
+  set_name(L, c, t->slot, named ? name : name + 1);
+  if (named || nargs > 0)
+    stage(L, c, t, named ? name + 1 : name + 2, named ? nargs + 1 : nargs);
   t->named = (unsigned)named;
   lua_settop(L, name - 1);
   take_record(c, t);
-  t->nresume = nargs + 1;
   t->id = c->next_id++;
   t->group = group;
   t->started = 0;
@@ -246,51 +289,100 @@ struct task *tether__spawn (lua_State *L, struct ctx *c, int nargs,
   return t;
 }
 
+/*
+** Threads are anchored in the thread table, each at its own index for its
+** whole life. Free indices are chained through the table (each holds the
+** next, the last 0) from c->threads_free, so finding one costs no length
+** computation and no lookup outside the array.
+*/
+
+/* [-0, +0, m] creates a thread, anchors it and returns it with its index. */
+static lua_State *new_thread (lua_State *L, struct ctx *c, int *index) {
+  int ref = c->threads_free, next = 0;
+  lua_State *co;
+  if (ref == 0 && c->threads_top == INT_MAX)
+    luaL_error(L, "not enough memory");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
+  co = lua_newthread(L);
+  if (ref != 0) { /* reads and then overwrites an entry: cannot fail */
+    lua_rawgeti(L, -2, ref);
+    next = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_rawseti(L, -2, ref);
+    c->threads_free = next;
+  }
+  else {
+    ref = c->threads_top + 1;
+    lua_rawseti(L, -2, ref); /* may grow the table */
+    c->threads_top = ref;
+  }
+  lua_pop(L, 1);
+  *index = ref;
+  return co;
+}
+
 /* Drops a thread for good (it died by an error, or the idle stack cannot
-   grow). */
+   grow, or trimming gives it back): its index goes to the free chain. */
 static void drop_thread (lua_State *L, struct ctx *c, int ref) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
-  luaL_unref(L, -1, ref);
+  lua_pushinteger(L, c->threads_free);
+  lua_rawseti(L, -2, ref);
   lua_pop(L, 1);
+  c->threads_free = ref;
 }
 
 /*
 ** Gives a task that is about to run for the first time a thread (the most
 ** recently idle one, or a new one) and puts its entry function, its function
-** and its arguments on it. Runs in the tick on c->from, so a memory error
-** here is a scheduler error; it leaves the task as it was (unbound, its
-** values staged), to be bound again by a later tick.
+** and its arguments on it: its first resume passes t->nresume values to the
+** entry function. Runs in the tick on c->from, so a memory error here is a
+** scheduler error; everything that can fail comes first, so it leaves the
+** task as it was (unbound, its values staged), to be bound by a later tick.
 */
 void tether__bind_thread (struct ctx *c, struct task *t) {
   lua_State *L = c->from, *co;
-  int stage = t->u.stage, ref; /* stage shares its field with thread_ref */
+  int first = 0, n = 0, ref, i;
+  if (!lua_checkstack(L, 2))
+    luaL_error(L, "not enough memory");
+  if (t->start > 0) {
+    n = staged(L, c, t, &first);
+    lua_pop(L, 1);
+  }
+  /* Room on the thread: the entry function, the task's function (or the
+     name table on the way to it), the stage table and the n values. */
   if (c->nidle > 0) {
     co = c->idle[c->nidle - 1].L;
     ref = c->idle[c->nidle - 1].ref;
-    if (!lua_checkstack(co, t->nresume + 3))
+    if (!lua_checkstack(co, n + 3))
       luaL_error(L, "not enough memory"); /* the thread stays idle */
     c->nidle--;
   }
   else {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->threads_ref);
-    co = lua_newthread(L);
-    ref = luaL_ref(L, -2);
-    lua_pop(L, 1);
-    if (!lua_checkstack(co, t->nresume + 3)) {
+    co = new_thread(L, c, &ref);
+    if (!lua_checkstack(co, n + 3)) {
       drop_thread(L, c, ref);
       luaL_error(L, "not enough memory");
     }
   }
+  /* From here on nothing allocates. */
   t->L = co;
-  t->u.thread_ref = ref;
+  t->thread_ref = ref;
   lua_pushcfunction(co, tether__task_entry);
   if (!t->named) { /* its function is in the name table */
     lua_rawgeti(co, LUA_REGISTRYINDEX, c->names_ref);
     lua_rawgeti(co, -1, NAME_INDEX(t->slot));
     lua_remove(co, -2);
   }
-  if (stage > 0)
-    unstage(co, c, stage, NSTAGED(t), 1);
+  if (n > 0) {
+    lua_rawgeti(co, LUA_REGISTRYINDEX, c->stage_ref);
+    for (i = 0; i < n; i++)
+      lua_rawgeti(co, -1 - i, first + i);
+    lua_remove(co, -(n + 1));
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->stage_ref);
+    clear_staged(L, c, t, first + n - 1);
+    lua_pop(L, 1);
+  }
+  t->nresume = lua_gettop(co) - 1;
 }
 
 /* Puts task 't''s thread on the idle stack if it can run the next task,
@@ -310,14 +402,16 @@ static void retire_thread (lua_State *L, struct ctx *c, struct task *t) {
       if (lua_gethook(t->L) != NULL)
         lua_sethook(t->L, NULL, 0, 0);
       c->idle[c->nidle].L = t->L;
-      c->idle[c->nidle].ref = t->u.thread_ref;
+      c->idle[c->nidle].ref = t->thread_ref;
       c->nidle++;
       t->L = NULL;
+      t->thread_ref = 0;
       return;
     }
   }
-  drop_thread(L, c, t->u.thread_ref);
+  drop_thread(L, c, t->thread_ref);
   t->L = NULL;
+  t->thread_ref = 0;
 }
 
 /*
@@ -337,6 +431,7 @@ void tether__release (lua_State *L, struct ctx *c, struct task *t) {
   t->starter = NULL;
   t->abort = NULL;
   t->done = NULL;
+  t->nresume = 0;
   if (t->traced) {
     t->traced = 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->traces_ref);
@@ -346,12 +441,11 @@ void tether__release (lua_State *L, struct ctx *c, struct task *t) {
     lua_rawseti(L, -2, TRACE_ERROR(t->slot));
     lua_pop(L, 1);
   }
-  lua_pushnil(L);
-  set_name(L, c, t->slot);
+  set_name(L, c, t->slot, 0);
+  if (t->start > 0) /* never ran, or its thread could not take them */
+    drop_staged(L, c, t);
   if (t->L != NULL)
     retire_thread(L, c, t);
-  else if (t->u.stage > 0) /* never ran */
-    unstage(L, c, t->u.stage, NSTAGED(t), 0);
   put_record(c, t);
 }
 
@@ -364,8 +458,9 @@ void tether__abandon_tasks (lua_State *L, struct ctx *c) {
     if (t == NULL)
       continue;
     if (t->L != NULL && lua_status(t->L) != LUA_OK) {
-      drop_thread(L, c, t->u.thread_ref); /* suspended: cannot be reused */
+      drop_thread(L, c, t->thread_ref); /* suspended: cannot be reused */
       t->L = NULL;
+      t->thread_ref = 0;
     }
     tether__release(L, c, t);
   }
