@@ -53,16 +53,32 @@ void tether__new_error (lua_State *L, const struct ctx *c,
   tether__set_error_class(L, -1, c, cls);
 }
 
+/* [-0, +1, m] pushes "fname: <fmt...>", formatted like lua_pushfstring. */
+static void push_message (lua_State *L, const char *fname, const char *fmt,
+                          va_list ap) {
+  lua_pushstring(L, fname);
+  lua_pushliteral(L, ": ");
+  lua_pushvfstring(L, fmt, ap);
+  lua_concat(L, 3);
+}
+
+/* Raises "fname: <fmt...>" as a plain string: misuse, not a tether error. */
+int tether__fname_error (lua_State *L, const char *fname, const char *fmt,
+                         ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  push_message(L, fname, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
+}
+
 /* Raises an error of class 'cls' with the message "fname: <fmt...>". */
 int tether__raise (lua_State *L, const struct ctx *c, enum error_class cls,
                    const char *fname, const char *fmt, ...) {
   va_list ap;
-  lua_pushstring(L, fname);
-  lua_pushliteral(L, ": ");
   va_start(ap, fmt);
-  lua_pushvfstring(L, fmt, ap);
+  push_message(L, fname, fmt, ap);
   va_end(ap);
-  lua_concat(L, 3);
   tether__new_error(L, c, cls);
   return lua_error(L);
 }

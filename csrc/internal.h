@@ -368,6 +368,8 @@ TETHER__HIDDEN void tether__set_error_class (lua_State *L, int idx,
                                              enum error_class cls);
 TETHER__HIDDEN void tether__new_error (lua_State *L, const struct ctx *c,
                                        enum error_class cls);
+TETHER__HIDDEN int tether__fname_error (lua_State *L, const char *fname,
+                                        const char *fmt, ...);
 TETHER__HIDDEN int tether__raise (lua_State *L, const struct ctx *c,
                                   enum error_class cls, const char *fname,
                                   const char *fmt, ...);
@@ -456,8 +458,6 @@ TETHER__HIDDEN struct task *
 tether__resumed (lua_State *L, int base, lua_KContext kctx, lua_KFunction k);
 TETHER__HIDDEN void tether__push_name (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__push_traceback (lua_State *L, struct task *t);
-TETHER__HIDDEN int tether__fname_error (lua_State *L, const char *fname,
-                                        const char *fmt, ...);
 
 /* scope.c */
 TETHER__HIDDEN void tether__scope_init (struct scope *s, double deadline,

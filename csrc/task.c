@@ -7,26 +7,12 @@
 */
 
 #include <math.h>
-#include <stdarg.h>
 
 #include <lualib.h>
 
 #include "internal.h"
 
 #define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
-
-/* Raises "<fname>: <message>"; the message is formatted like lua_pushfstring. */
-int tether__fname_error (lua_State *L, const char *fname, const char *fmt,
-                         ...) {
-  va_list ap;
-  lua_pushstring(L, fname);
-  lua_pushliteral(L, ": ");
-  va_start(ap, fmt);
-  lua_pushvfstring(L, fmt, ap);
-  va_end(ap);
-  lua_concat(L, 3);
-  return lua_error(L);
-}
 
 /*
 ** Returns the running task if 'L' is its thread; otherwise raises an error

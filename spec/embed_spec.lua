@@ -16,6 +16,7 @@
 -- run without LD_PRELOAD and the test programs keep it, so LeakSanitizer checks them.
 
 local helper = require "spec.helper"
+local chost = require "spec.support.chost"
 
 local SCALE = helper.time_scale or 1
 local VALGRIND = SCALE >= 6
@@ -43,30 +44,7 @@ local PROGRAMS = {
 -- Helpers
 ---------------------------------------------------------------------------------------
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
-
--- Runs a shell script without LD_PRELOAD (LeakSanitizer fails uninstrumented tools)
--- and without the make variables of an enclosing `make test` (the inner makes are
--- independent).  Returns the output (stderr merged) and the exit status (128 + N when
--- signal N killed it).
-local function shell(script)
-  local p = assert(io.popen(
-      "exec env -u LD_PRELOAD -u MAKEFLAGS -u MFLAGS -u MAKELEVEL sh -c " .. q(script)
-      .. " 2>&1", "r"))
-  local out = p:read("a")
-  local _, how, code = p:close()
-  return out, how == "signal" and 128 + code or code
-end
-
-local function absolute(path)
-  local out, status = shell("cd " .. q(path) .. " && pwd -P")
-  assert(status == 0, out)
-  return (out:gsub("\n$", ""))
-end
-
-local ROOT = absolute(SPEC_DIR .. "/..")
+local q, shell, ROOT = chost.quote, chost.shell, chost.root
 local TMP -- per run: binaries, the staged install
 
 local function tmpdir()
@@ -114,14 +92,9 @@ end
 local compiled
 local function program(name)
   if not compiled then
-    compiled = {}
-    local dir = tmpdir()
-    local lines = {
-      ("cd %s && make -s --no-print-directory staticlib >%s/make.log 2>&1 || exit 1")
-          :format(q(ROOT), q(dir)),
-    }
+    local dir, list = tmpdir(), {}
     for prog, info in pairs(PROGRAMS) do
-      local source = ROOT .. "/spec/support/" .. prog .. ".c"
+      local source
       if info.from_doc then
         source = dir .. "/" .. prog .. ".c"
         local f = assert(io.open(source, "w"))
@@ -129,37 +102,19 @@ local function program(name)
         f:close()
       end
       if not (info.optional and pc_missing(info.optional)) then
-        lines[#lines + 1] = table.concat({
-          "cc -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -Wall -Wextra",
-          "-I" .. q(ROOT .. "/csrc"), "-I" .. q(ROOT .. "/spec/support"),
-          "$(pkg-config --cflags " .. info.pc .. ")",
-          "-o", q(dir .. "/" .. prog), q(source),
-          q(ROOT .. "/" .. BUILDDIR .. "/libtether.a"),
-          "$(pkg-config --libs " .. info.pc .. ") -lpthread -lm",
-          ">" .. q(dir .. "/" .. prog .. ".log") .. " 2>&1 &",
-        }, " ")
+        list[#list + 1] = { name = prog, source = source, pc = info.pc }
       end
     end
-    lines[#lines + 1] = "wait"
-    local out, status = shell(table.concat(lines, "\n"))
-    compiled.make = status == 0 or out
+    compiled = { failure = chost.compile(dir, list) }
   end
-  if compiled.make ~= true then
-    local f = io.open(tmpdir() .. "/make.log")
-    local log = f and f:read("a") or ""
-    if f then f:close() end
-    return nil, "make staticlib failed: " .. tostring(compiled.make) .. log
-  end
+  if compiled.failure then return nil, compiled.failure end
   local path = tmpdir() .. "/" .. name
   local f = io.open(path)
   if f then
     f:close()
     return path
   end
-  local log = io.open(path .. ".log")
-  local text = log and log:read("a") or "(no log)"
-  if log then log:close() end
-  return nil, "cannot compile spec/support/" .. name .. ".c:\n" .. text
+  return nil, "cannot compile spec/support/" .. name .. ".c:\n" .. chost.log(tmpdir(), name)
 end
 
 -- Runs a compiled test program (natively, and under valgrind on the valgrind run

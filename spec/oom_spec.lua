@@ -10,41 +10,26 @@
 -- checks it too.
 
 local helper = require "spec.helper"
+local chost = require "spec.support.chost"
 
 local SCALE = helper.time_scale or 1
 local PRELOAD = os.getenv("LD_PRELOAD")
-local SPEC_DIR = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")) or "spec"
-local BUILDDIR = os.getenv("BUILDDIR") or "build"
 local STRIDE = 7 -- every STRIDE-th allocation: a sample that keeps `make test` quick
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
-
-local function shell(script)
-  local p = assert(io.popen(
-      "exec env -u LD_PRELOAD -u MAKEFLAGS -u MFLAGS -u MAKELEVEL sh -c " .. q(script)
-      .. " 2>&1", "r"))
-  local out = p:read("a")
-  local _, how, code = p:close()
-  return out, how == "signal" and 128 + code or code
-end
-
-local ROOT = (shell("cd " .. q(SPEC_DIR .. "/..") .. " && pwd -P"):gsub("\n$", ""))
+local q, shell, ROOT = chost.quote, chost.shell, chost.root
 local TMP
 
 local function host()
   if TMP then return TMP .. "/oom_host" end
   TMP = (shell("mktemp -d"):gsub("\n$", ""))
-  local out, status = shell(table.concat({
-    "cd " .. q(ROOT) .. " && make -s --no-print-directory staticlib &&",
-    "cc -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -Wall -Wextra -Icsrc",
-    "$(pkg-config --cflags lua5.4 libuv) -o " .. q(TMP .. "/oom_host"),
-    "spec/support/oom_host.c " .. q(BUILDDIR .. "/libtether.a"),
-    "$(pkg-config --libs lua5.4 libuv) -lpthread -lm",
-    "-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free",
-  }, " "))
-  assert(status == 0, "cannot build the host:\n" .. out)
+  local failure = chost.compile(TMP, { {
+    name = "oom_host",
+    flags = "-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free",
+  } })
+  local binary = io.open(TMP .. "/oom_host")
+  assert(not failure and binary, "cannot build the host:\n"
+    .. (failure or chost.log(TMP, "oom_host")))
+  binary:close()
   return TMP .. "/oom_host"
 end
 

@@ -29,6 +29,7 @@
 
 local tether = require "tether"
 local helper = require "spec.helper"
+local chost = require "spec.support.chost"
 
 local SCALE = helper.time_scale or 1
 local PID = tether.getpid()
@@ -133,9 +134,7 @@ local function is_error(class, err)
   assert.is_true(tether.is(err, class), "unexpected error: " .. tostring(err))
 end
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
+local q = chost.quote
 
 local LUA_ENV = ("LUA_PATH_5_4=%s LUA_CPATH_5_4=%s"):format(q(package.path), q(package.cpath))
 
@@ -250,47 +249,27 @@ local function have(command)
   return os.execute("command -v " .. command .. " >/dev/null 2>&1") == true
 end
 
--- Runs a shell script without LD_PRELOAD (LeakSanitizer fails uninstrumented tools)
--- and without the make variables of an enclosing `make test`.  Returns the output
--- (stderr merged) and the exit status (128 + N when signal N killed it).
-local function shell(script)
-  local p = assert(io.popen(
-      "exec env -u LD_PRELOAD -u MAKEFLAGS -u MFLAGS -u MAKELEVEL sh -c " .. q(script)
-      .. " 2>&1", "r"))
-  local out = p:read("a")
-  local _, how, code = p:close()
-  return out, how == "signal" and 128 + code or code
-end
+local shell = chost.shell
 
--- Builds the C hosts of C_PROGRAMS once, in parallel, against the build's libtether.a
--- (as spec/embed_spec.lua builds its hosts).  Returns the directory of the binaries,
--- or nil and what went wrong.
+-- Builds the C hosts of C_PROGRAMS once, in parallel, against the build's libtether.a.
+-- Returns the directory of the binaries, or nil and what went wrong.
 local c_dir, c_error
 local function c_programs()
   if c_dir or c_error then return c_dir, c_error end
-  local root = (shell("cd " .. q(SPEC_DIR .. "/..") .. " && pwd -P")):gsub("\n$", "")
   local dir = (shell("mktemp -d")):gsub("\n$", "")
-  local lines = {
-    ("cd %s && make -s --no-print-directory staticlib >%s/make.log 2>&1 || exit 1")
-        :format(q(root), q(dir)),
-  }
+  local list, failed = {}, {}
+  for i, name in ipairs(C_PROGRAMS) do list[i] = { name = name } end
+  c_error = chost.compile(dir, list)
   for _, name in ipairs(C_PROGRAMS) do
-    lines[#lines + 1] = table.concat({
-      "cc -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -Wall -Wextra",
-      "-I" .. q(root .. "/csrc"), "-I" .. q(root .. "/spec/support"),
-      "$(pkg-config --cflags lua5.4 libuv)",
-      "-o", q(dir .. "/" .. name), q(root .. "/spec/support/" .. name .. ".c"),
-      q(root .. "/" .. (os.getenv("BUILDDIR") or "build") .. "/libtether.a"),
-      "$(pkg-config --libs lua5.4 libuv) -lpthread -lm",
-      ">" .. q(dir .. "/" .. name .. ".log") .. " 2>&1 || cat " .. q(dir .. "/" .. name .. ".log")
-          .. " &",
-    }, " ")
+    local binary = not c_error and io.open(dir .. "/" .. name)
+    if binary then
+      binary:close()
+    elseif not c_error then
+      failed[#failed + 1] = name .. ".c:\n" .. chost.log(dir, name)
+    end
   end
-  lines[#lines + 1] = "wait"
-  local out, status = shell(table.concat(lines, "\n"))
-  if status ~= 0 or out ~= "" then
-    c_error = "cannot build spec/support/signal_*.c:\n" .. out
-        .. (read_file(dir .. "/make.log") or "")
+  if c_error or #failed > 0 then
+    c_error = c_error or ("cannot build spec/support/" .. table.concat(failed, "\n"))
     shell("rm -rf " .. q(dir))
     return nil, c_error
   end

@@ -642,26 +642,37 @@ describe("coroutine.resume of a task's coroutine from another task", function()
       end, function() tether.kill(tether.getpid(), "SIGURG") end, tether.SIGURG },
   }
 
-  for _, case in ipairs(WAITS) do
-    local label, block, release, want = case[1], case[2], case[3], case[4]
-    it("leaves a task " .. label .. " waiting, and it ends as it would have", function()
-      local resumed, got
-      helper.run(function()
-        local w = { event = tether.Event(), lock = tether.Lock() }
-        w.send, w.receive = tether.create_memory_object_stream(0)
-        w.lock:acquire()
-        tether.task_group(function(tg)
-          local co
-          tg:start_soon(function()
-            co = coroutine.running()
-            got = table.pack(block(w))
-          end)
-          tether.wait_all_tasks_blocked() -- the task is parked in its wait
-          resumed = table.pack(coroutine.resume(co, "junk", "more junk"))
-          release(w)
+  -- Runs a task that blocks as `case` says; once it is parked, calls meddle(co) with
+  -- its coroutine, then releases it.  Returns what the task's wait returned and what
+  -- meddle returned, packed.
+  local function meddle_with_parked(case, meddle)
+    local block, release = case[2], case[3]
+    local meddled, got
+    helper.run(function()
+      local w = { event = tether.Event(), lock = tether.Lock() }
+      w.send, w.receive = tether.create_memory_object_stream(0)
+      w.lock:acquire()
+      tether.task_group(function(tg)
+        local co
+        tg:start_soon(function()
+          co = coroutine.running()
+          got = table.pack(block(w))
         end)
+        tether.wait_all_tasks_blocked() -- the task is parked in its wait
+        meddled = table.pack(meddle(co))
+        assert.equal("suspended", coroutine.status(co))
+        release(w)
       end)
-      assert.same({ n = 1, want }, got)
+    end)
+    return got, meddled
+  end
+
+  for _, case in ipairs(WAITS) do
+    it("leaves a task " .. case[1] .. " waiting, and it ends as it would have", function()
+      local got, resumed = meddle_with_parked(case, function(co)
+        return coroutine.resume(co, "junk", "more junk")
+      end)
+      assert.same({ n = 1, case[4] }, got)
       assert.equal(2, resumed.n)
       assert.is_true(resumed[1])
       assert.matches("^coroutine%.resume: this coroutine runs a tether task", resumed[2])
@@ -672,30 +683,15 @@ describe("coroutine.resume of a task's coroutine from another task", function()
   -- back (its scopes and groups live on its stack): it raises instead, and the task
   -- goes on as if nothing happened.
   for _, case in ipairs(WAITS) do
-    local label, block, release, want = case[1], case[2], case[3], case[4]
-    it("refuses coroutine.close of a task " .. label .. ", which then ends as it would have",
-      function()
-        local closed, got
-        helper.run(function()
-          local w = { event = tether.Event(), lock = tether.Lock() }
-          w.send, w.receive = tether.create_memory_object_stream(0)
-          w.lock:acquire()
-          tether.task_group(function(tg)
-            local co
-            tg:start_soon(function()
-              co = coroutine.running()
-              got = table.pack(block(w))
-            end)
-            tether.wait_all_tasks_blocked()
-            closed = table.pack(pcall(coroutine.close, co))
-            assert.equal("suspended", coroutine.status(co))
-            release(w)
-          end)
-        end)
-        assert.same({ n = 1, want }, got)
-        assert.is_false(closed[1])
-        assert.matches("^coroutine%.close: this coroutine runs a tether task", closed[2])
+    it("refuses coroutine.close of a task " .. case[1] .. ", which then ends as it would "
+      .. "have", function()
+      local got, closed = meddle_with_parked(case, function(co)
+        return pcall(coroutine.close, co)
       end)
+      assert.same({ n = 1, case[4] }, got)
+      assert.is_false(closed[1])
+      assert.matches("^coroutine%.close: this coroutine runs a tether task", closed[2])
+    end)
   end
 
   it("still closes ordinary coroutines, inside and outside tasks, with their <close> "
