@@ -23,6 +23,9 @@ static const char *const error_names[NERRORS] = {
     [ERROR_CLOSED] = "ClosedResourceError",
     [ERROR_BROKEN] = "BrokenResourceError",
     [ERROR_BUSY] = "BusyResourceError",
+    [ERROR_LIMIT] = "LimitExceeded",
+    [ERROR_INCOMPLETE] = "IncompleteRead",
+    [ERROR_OS] = "OSError",
 };
 
 /* Whether the value at 'idx' is an error of class 'cls'. */
@@ -91,6 +94,34 @@ int tether__raise_wake_error (lua_State *L, const struct ctx *c,
   return lua_error(L);
 }
 
+/* OSError:__tostring() -> "tether.OSError: op target: CODE: message" */
+static int os_error__tostring (lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_pushliteral(L, "tether.OSError: ");
+  lua_getfield(L, 1, "op");
+  luaL_tolstring(L, -1, NULL);
+  lua_remove(L, -2);
+  if (lua_getfield(L, 1, "target") != LUA_TNIL) {
+    lua_pushliteral(L, " ");
+    lua_insert(L, -2);
+    luaL_tolstring(L, -1, NULL);
+    lua_remove(L, -2);
+  }
+  else
+    lua_pop(L, 1);
+  lua_pushliteral(L, ": ");
+  lua_getfield(L, 1, "code");
+  luaL_tolstring(L, -1, NULL);
+  lua_remove(L, -2);
+  lua_pushliteral(L, ": ");
+  lua_getfield(L, 1, "message");
+  luaL_tolstring(L, -1, NULL);
+  lua_remove(L, -2);
+  lua_concat(L, lua_gettop(L) - 1);
+  return 1;
+}
+
 /* error:__tostring() -> "tether.Name: message" */
 static int error__tostring (lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -122,7 +153,7 @@ static void new_error_class (lua_State *L, enum error_class cls) {
   lua_setfield(L, -2, "__name");
   lua_pushvalue(L, -1);
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, error__tostring);
+  lua_pushcfunction(L, cls == ERROR_OS ? os_error__tostring : error__tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, error_new, 1);

@@ -67,6 +67,9 @@ enum error_class {
   ERROR_CLOSED,
   ERROR_BROKEN,
   ERROR_BUSY,
+  ERROR_LIMIT,
+  ERROR_INCOMPLETE,
+  ERROR_OS,
   NERRORS
 };
 

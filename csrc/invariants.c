@@ -55,13 +55,12 @@ static void check_waitq (const struct waitq *q, const char *what) {
   CHECK(len == q->count, "a wait queue's count is its length", q->count, len);
 }
 
-/* Whether task 't' is in the task list of its innermost scope. */
+/* Whether task 't' is linked into a task list (its innermost scope's): its
+   neighbours point back at it, and it is not alone (a list head is there).
+   Local, so a full check stays linear in the number of tasks. */
 static int in_scope (const struct task *t) {
-  const struct queue *n;
-  for (n = t->scope->tasks.next; n != &t->scope->tasks; n = n->next)
-    if (n == &t->scope_node)
-      return 1;
-  return 0;
+  const struct queue *n = &t->scope_node;
+  return n->next != n && n->next->prev == n && n->prev->next == n;
 }
 
 void tether__check_invariants (struct ctx *c) {

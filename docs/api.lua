@@ -479,6 +479,26 @@
 -- @table BusyResourceError
 -- @field message
 
+--- A read's `max` was exceeded before its delimiter (or the end of input)
+-- came; the buffered bytes are left as they were.
+-- @table LimitExceeded
+-- @field message
+-- @field limit the `max` that was exceeded
+
+--- Input ended before a read got what it needed.
+-- @table IncompleteRead
+-- @field message
+-- @field partial the bytes that did arrive (consumed by the read)
+
+--- An operating-system error. `tostring` gives
+-- `tether.OSError: connect 127.0.0.1:80: ECONNREFUSED: connection refused`.
+-- @table OSError
+-- @field code the error's name, such as `"ECONNREFUSED"`
+-- @field errno its number
+-- @field op the operation, such as `"connect"`
+-- @field target what it was applied to (an address, a path), if any
+-- @field message the system's description
+
 --- Task group: the `tg` passed to the body of `tether.task_group`.
 -- @type TaskGroup
 

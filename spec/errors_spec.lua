@@ -8,7 +8,8 @@ local core = require "tether.core"
 
 local NAMES = {
   "Cancelled", "Interrupted", "TimeoutError", "ErrorGroup", "WouldBlock", "EndOfStream",
-  "ClosedResourceError", "BrokenResourceError", "BusyResourceError",
+  "ClosedResourceError", "BrokenResourceError", "BusyResourceError", "LimitExceeded",
+  "IncompleteRead", "OSError",
 }
 
 describe("error classes", function()
@@ -23,7 +24,7 @@ describe("error classes", function()
   it("make instances with Class.new that print as tether.Name: message and test with "
     .. "tether.is", function()
     for _, name in ipairs(NAMES) do
-      if name ~= "ErrorGroup" then
+      if name ~= "ErrorGroup" and name ~= "OSError" then
         local err = tether[name].new("something happened")
         assert.equal("something happened", err.message)
         assert.equal("tether." .. name .. ": something happened", tostring(err))
@@ -34,6 +35,15 @@ describe("error classes", function()
     end
     assert.equal("tether.WouldBlock: nil", tostring(tether.WouldBlock.new()))
     assert.is_false(tether.is("tether.Cancelled: x", tether.Cancelled))
+  end)
+
+  it("print an OSError with its operation, target, code and message", function()
+    local err = setmetatable({ op = "connect", target = "127.0.0.1:80",
+      code = "ECONNREFUSED", errno = 111, message = "connection refused" }, tether.OSError)
+    assert.equal("tether.OSError: connect 127.0.0.1:80: ECONNREFUSED: connection refused",
+      tostring(err))
+    err.target = nil
+    assert.equal("tether.OSError: connect: ECONNREFUSED: connection refused", tostring(err))
   end)
 
   it("stay the same tables when tether.core is opened again in the same state", function()

@@ -20,12 +20,16 @@ local errors = {}
 -- group), `WouldBlock` (a non-blocking call could not proceed),
 -- `EndOfStream` (the other end was closed and everything was received),
 -- `ClosedResourceError` (the object was closed by this side),
--- `BrokenResourceError` (the other side is gone), `BusyResourceError`
--- (another task is already using the resource).
+-- `BrokenResourceError` (the other side is gone; `code` is "EPIPE" or
+-- "ECONNRESET" when the peer reset or a pipe broke), `BusyResourceError`
+-- (another task is already using the resource), `LimitExceeded` (a read's
+-- `max` was exceeded; field `limit`), `IncompleteRead` (input ended first;
+-- field `partial`), `OSError` (fields `code` such as "ECONNREFUSED",
+-- `errno`, `op`, `target`, `message`).
 errors.names = {
   "Cancelled", "Interrupted", "TimeoutError", "ErrorGroup", "WouldBlock",
   "EndOfStream", "ClosedResourceError", "BrokenResourceError",
-  "BusyResourceError",
+  "BusyResourceError", "LimitExceeded", "IncompleteRead", "OSError",
 }
 
 for _, name in ipairs(errors.names) do
