@@ -129,6 +129,7 @@ void tether__set_metatable (lua_State *L, struct ctx *c,
 static int ctx__gc (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
   if (c->loop != NULL) {
+    tether__streams_stop(c);
     tether__signals_stop(c);
     uv_mutex_lock(&c->posts_lock);
     c->posts_closed = 1;
@@ -139,6 +140,7 @@ static int ctx__gc (lua_State *L) {
   uv_mutex_destroy(&c->posts_lock);
   tether__free_records(c);
   heap_free(&c->deadlines);
+  free(c->scratch);
   return 0;
 }
 
@@ -158,6 +160,7 @@ static struct ctx *open_ctx (lua_State *L) {
   queue_init(&c->batch);
   queue_init(&c->free_records);
   tether__waitq_init(&c->blocked_waiters);
+  queue_init(&c->conns);
   heap_init(&c->deadlines);
   heap_node_init(&c->watchdog);
   c->watchdog.kind = DEADLINE_WATCHDOG;
@@ -187,7 +190,8 @@ TETHER_API int luaopen_tether_core (lua_State *L) {
   static const tether_open_fn openers[] = {
       tether__open_errors, tether__open_loop,  tether__open_task,
       tether__open_scope,  tether__open_group, tether__open_signal,
-      tether__open_park,   tether__open_event, tether__open_stream};
+      tether__open_park,   tether__open_event, tether__open_stream,
+      tether__open_bytestream};
   struct ctx *c;
   size_t i;
   luaL_checkversion(L);

@@ -27,6 +27,7 @@
 #define TETHER_EVENT_MT   "tether.Event"
 #define TETHER_SEND_MT    "tether.MemoryObjectSendStream"
 #define TETHER_RECEIVE_MT "tether.MemoryObjectReceiveStream"
+#define TETHER_STREAM_MT  "tether.Stream"
 
 /* Signal numbers are below this (Linux: NSIG is 65). */
 #define TETHER_NSIG 65
@@ -42,6 +43,7 @@ enum tether_class {
   CLASS_EVENT,
   CLASS_SEND,
   CLASS_RECEIVE,
+  CLASS_STREAM,
   NCLASSES
 };
 
@@ -290,6 +292,9 @@ struct ctx {
   int class_refs[NCLASSES];        /* metatables of the userdata classes */
   const void *class_mts[NCLASSES]; /* the same, by address */
   int opened;                      /* luaopen_tether_core completed */
+  struct queue conns; /* byte streams' connections, until freed */
+  char *scratch;      /* where a stream with nothing buffered reads */
+  int sigpipe_held;   /* tether.run keeps SIGPIPE from killing it */
   int error_refs[NERRORS];         /* tables of the error classes */
   const void *error_mts[NERRORS];  /* the same, by address */
   int ntasks;                      /* live tasks */
@@ -491,12 +496,17 @@ TETHER__HIDDEN int tether__sig_ignored (int signum);
 TETHER__HIDDEN void tether__sig_interrupted (struct sigloop *l);
 
 /* signal.c */
+TETHER__HIDDEN void tether__hold_sigpipe (struct ctx *c);
 TETHER__HIDDEN void tether__signals_start (struct ctx *c);
 TETHER__HIDDEN void tether__signals_stop (struct ctx *c);
 TETHER__HIDDEN void tether__open_signal (lua_State *L, struct ctx *c);
 
 /* park.c */
 TETHER__HIDDEN void tether__open_park (lua_State *L, struct ctx *c);
+
+/* bytestream.c */
+TETHER__HIDDEN void tether__open_bytestream (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__streams_stop (struct ctx *c);
 
 /* event.c, stream.c */
 TETHER__HIDDEN void tether__open_event (lua_State *L, struct ctx *c);

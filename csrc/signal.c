@@ -124,6 +124,20 @@ static int join_registry (struct ctx *c) {
   return 0;
 }
 
+/*
+** While tether.run has streams, SIGPIPE does not kill the process: a write
+** to a closed pipe or socket fails with EPIPE instead (the stream raises
+** BrokenResourceError). The disposition comes back when run returns. An
+** attached state leaves SIGPIPE to its host.
+*/
+void tether__hold_sigpipe (struct ctx *c) {
+  if (c->attached || c->sigpipe_held || tether__sig_ignored(SIGPIPE) ||
+      join_registry(c) < 0)
+    return;
+  if (tether__sig_hold(c->sigloop, SIGPIPE, 0) == 0)
+    c->sigpipe_held = 1;
+}
+
 /* At the start of tether.run: the Ctrl+C watcher, unless SIGINT is ignored
    (a background job), in which case it stays ignored. */
 void tether__signals_start (struct ctx *c) {
@@ -143,6 +157,10 @@ void tether__signals_stop (struct ctx *c) {
   int signum, restored;
   if (c->sigloop == NULL)
     return;
+  if (c->sigpipe_held) { /* deliveries are expected: none is re-raised */
+    c->sigpipe_held = 0;
+    tether__sig_release(c->sigloop, SIGPIPE, 0, &restored);
+  }
   if (c->sigrunner) {
     c->sigrunner = 0;
     if (tether__sig_release(c->sigloop, SIGINT, 1, &restored) > 0 && restored)

@@ -415,6 +415,48 @@
 -- local ok, err = tether.pcall(risky_call)
 -- if not ok then log(err) end   -- a cancellation did not end up here
 
+--- Byte streams.
+-- A `Stream` carries bytes over an operating-system descriptor (a socket, a
+-- pipe) without blocking the loop. Rules for every stream:
+--
+-- * One reader and one writer at a time (full duplex): a second task reading
+--   (or sending) while another waits raises `BusyResourceError`.
+-- * Every blocking call is a checkpoint, and a call that raised `Cancelled`
+--   had no effect: a cancelled read consumed nothing (a read scans what is
+--   buffered and consumes only when it is complete), a cancelled `send`
+--   committed nothing (it waits for room before it commits, then commits all
+--   of its data at once).
+-- * Reading from the OS pauses while `read_ahead` bytes are buffered (a slow
+--   reader pushes back on the peer), unless a waiting read needs more.
+-- * Errors from the OS raise `OSError`; a peer reset or a broken pipe raises
+--   `BrokenResourceError` with `code = "ECONNRESET"` or `"EPIPE"`, from the
+--   next call on. While `tether.run` has streams, `SIGPIPE` does not kill the
+--   process (its disposition comes back when `run` returns; an embedding
+--   host that attaches tether to its own loop keeps its own `SIGPIPE`
+--   setting and should ignore the signal itself).
+-- * Streams still open when `tether.run` returns are closed then.
+-- @section streams
+
+--- Two connected streams over a UNIX socket pair (full duplex).
+-- @function socketpair
+-- @treturn Stream
+-- @treturn Stream
+-- @raise `tether.socketpair: called outside tether.run; make streams inside
+-- a task`; `OSError` (`op = "socketpair"`) when the system refuses
+-- @usage
+-- local a <close>, b <close> = tether.socketpair()
+-- a:send("ping\n")
+-- print(b:read_line())   --> ping
+
+--- An OS pipe as two streams: its read end and its write end. Reading the
+-- write end or writing the read end raises a misuse error; `send_eof` on
+-- the write end closes it (after the queued bytes), which the read end sees
+-- as the end of input.
+-- @function open_pipe
+-- @treturn Stream the read end
+-- @treturn Stream the write end
+-- @raise as `socketpair`, with `op = "pipe"`
+
 --- Errors.
 -- Every error tether raises on purpose is a table whose metatable is one of
 -- these classes; `tostring` of one reads `tether.Name: message`, which is also
@@ -827,3 +869,120 @@
 --- The stream's counters, as `MemoryObjectSendStream:statistics`.
 -- @function MemoryObjectReceiveStream:statistics
 -- @treturn table
+
+--- A byte stream. A to-be-closed value; it is also closed when collected.
+-- Calling it (as `for chunk in s do` does) is `receive`, except that the
+-- end of input ends the loop instead of raising.
+--
+-- Fields: `read_ahead` (default 65536), `high_water` (default 65536),
+-- `linger` (seconds, default 5), set with `set_option`; `keepalive` and
+-- `nodelay` (TCP options: `false` and `nil` here); `local_address` and
+-- `remote_address` (`nil` for socket pairs and pipes).
+-- @type Stream
+
+--- The next 1..`max` bytes, buffered ones first. A checkpoint.
+-- @function Stream:receive
+-- @tparam[opt=65536] integer max
+-- @treturn string
+-- @raise `EndOfStream` at the end of input; `ClosedResourceError`;
+-- `BusyResourceError`; `Cancelled`; `OSError`/`BrokenResourceError`
+
+--- Reads like Lua's `file:read`: each format is `"l"` (a line without its
+-- newline), `"L"` (with it), `"a"` (everything until the end of input) or a
+-- byte count `n` (`n` bytes, fewer only at the end of input); none means
+-- `"l"`. Returns `nil` at the end of input (`""` for `"a"`), and stops at
+-- the first `nil`. All formats are satisfied before anything is consumed.
+-- `"l"`/`"L"` take `read_line`'s limit, `"a"` `read_all`'s.
+-- @function Stream:read
+-- @param ... formats
+-- @return one value per format
+-- @raise `LimitExceeded`; as `receive`
+
+--- One line, without its `"\n"` (and without a `"\r"` before it). The last,
+-- unterminated line is returned as it is; `nil` at the end of input.
+-- @function Stream:read_line
+-- @tparam[opt=65536] integer max the longest line
+-- @treturn string|nil
+-- @raise `LimitExceeded` (field `limit`) as soon as more than `max` bytes
+-- came without a newline, leaving them buffered; as `receive`
+
+--- An iterator over lines, for `for line in s:lines() do`: each step is
+-- `read_line(max)`; the end of input ends the loop. Does not close `s`.
+-- @function Stream:lines
+-- @tparam[opt=65536] integer max
+-- @return an iterator, and `s`
+
+--- The bytes before `delim`, which is consumed too.
+-- @function Stream:read_until
+-- @tparam string delim a non-empty string
+-- @tparam integer max the most bytes before it
+-- @treturn string
+-- @raise `LimitExceeded` (the buffer left intact); `IncompleteRead` (field
+-- `partial`: what arrived, now consumed) when input ends first; as `receive`
+
+--- Exactly `n` bytes.
+-- @function Stream:read_exactly
+-- @tparam integer n
+-- @treturn string
+-- @raise `IncompleteRead` when input ends first (`partial = ""` if nothing
+-- was buffered); as `receive`
+
+--- Everything until the end of input (`""` if nothing came).
+-- @function Stream:read_all
+-- @tparam[opt=16777216] integer max
+-- @treturn string
+-- @raise `LimitExceeded` as soon as more than `max` bytes are buffered; as
+-- `receive`
+
+--- Puts bytes back in front of the buffer: the next read returns them first.
+-- Not a checkpoint.
+-- @function Stream:unread
+-- @tparam string data
+
+--- Waits until the write queue is below `high_water`, then commits all of
+-- `data` (a string, or an array of strings written as one gather write) and
+-- returns. What the kernel does not take at once is queued and delivered in
+-- order unless the stream breaks. A checkpoint.
+-- @function Stream:send
+-- @tparam string|{string,...} data
+-- @raise `ClosedResourceError` (closed, or after `send_eof`);
+-- `BrokenResourceError` (`code = "EPIPE"`/`"ECONNRESET"`); `BusyResourceError`;
+-- `Cancelled` (nothing was committed)
+
+--- Commits `data` at once, or raises `WouldBlock` when the write queue is at
+-- `high_water`. Not a checkpoint.
+-- @function Stream:send_nowait
+-- @tparam string|{string,...} data
+-- @raise `WouldBlock`; `BusyResourceError` (another task is blocked in
+-- `send`); as `send`
+
+--- Waits until everything committed has been handed to the kernel. A
+-- checkpoint.
+-- @function Stream:flush
+-- @raise the delivery error, if a write failed; `ClosedResourceError`
+
+--- Half-close: the peer sees the end of input after the queued data; this
+-- side can still receive. Idempotent; a later `send` raises
+-- `ClosedResourceError`. On a pipe's write end it closes the pipe.
+-- @function Stream:send_eof
+
+--- Closes the stream: never blocks, not a checkpoint, idempotent. Tasks
+-- blocked on it get `ClosedResourceError`; queued data is still flushed in
+-- the background, for at most `linger` seconds. Fields and `stats` stay
+-- readable; every other call raises `ClosedResourceError`.
+-- @function Stream:close
+
+--- Closes at once, dropping the queued data.
+-- @function Stream:abort
+
+--- Counters.
+-- @function Stream:stats
+-- @treturn table `{bytes_sent, bytes_received, write_queue, read_buffer}`:
+-- bytes handed to the kernel, bytes read from it, bytes queued, bytes
+-- buffered
+
+--- Sets an option: `read_ahead` and `high_water` (integers > 0), `linger`
+-- (seconds >= 0); `nodelay` and `keepalive` belong to TCP streams.
+-- @function Stream:set_option
+-- @tparam string name
+-- @param value

@@ -38,6 +38,7 @@ build = {
   modules = {
     ["tether.core"] = {
       sources = {
+        "csrc/bytestream.c",
         "csrc/core.c",
         "csrc/embed.c",
         "csrc/errors.c",

@@ -95,8 +95,10 @@ describe("the reference (docs/api.lua)", function()
       objects.CapacityLimiter = tether.CapacityLimiter(1)
       objects.MemoryObjectSendStream, objects.MemoryObjectReceiveStream =
         tether.create_memory_object_stream()
+      objects.Stream = tether.socketpair()
       local receiver <close> = tether.open_signal_receiver("SIGUSR1")
       objects.SignalReceiver = receiver
+      objects.Stream:close()
       objects.MemoryObjectSendStream:close()
       objects.MemoryObjectReceiveStream:close()
     end)
