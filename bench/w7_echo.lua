@@ -471,23 +471,25 @@ for _, r in ipairs(ROWS) do
 end
 
 print(table.concat(lines, "\n"))
-print(("\nW7: %s; round trips/s: median [min–max] of %d rounds of %g s each, client on "
-  .. "CPU 0 and server on CPU 1 %s; system calls: one count of %s round trips per "
-  .. "connection%s. %d s.%s"):format(
-  table.concat((function()
-    local t = {}
-    for _, s in ipairs(servers) do
-      t[#t + 1] = name(s) .. " = " .. (s.lua and "bench/" .. s.lua or "bench/echo/uv_server.c")
-    end
-    return t
-  end)(), ", "),
-  REPEAT, SECONDS, PIN and "(taskset)" or "(not pinned: no taskset or 1 CPU)",
-  ("%d/%d/%d"):format(SYSCALL_COUNT["1k"], SYSCALL_COUNT["10k"], SYSCALL_COUNT["100k"]),
-  WITH_INSTRUCTIONS and ("; instructions: median of %d cachegrind pairs (%d and %d round trips "
-    .. "per connection)"):format(IREPEAT, ICOUNT, 3 * ICOUNT) or
-    " (instructions: make bench-w7-instructions)",
-  os.time() - started, (skipped.tether or not samples.tether) and "" or (" All tether targets met: "
-    .. (met_all and "yes" or "no") .. ".")))
+local parts = {}
+for _, s in ipairs(servers) do
+  parts[#parts + 1] = name(s) .. " = " .. (s.lua and "bench/" .. s.lua or "bench/echo/uv_server.c")
+end
+local notes = { table.concat(parts, ", ") }
+if not INSTRUCTIONS then
+  notes[#notes + 1] = ("round trips/s: median [min–max] of %d rounds of %g s each, %s")
+    :format(REPEAT, SECONDS, PIN and "client on CPU 0 and server on CPU 1 (taskset)"
+      or "not pinned (no taskset or 1 CPU)")
+  notes[#notes + 1] = ("system calls: one count of %d/%d/%d round trips per connection")
+    :format(SYSCALL_COUNT["1k"], SYSCALL_COUNT["10k"], SYSCALL_COUNT["100k"])
+end
+notes[#notes + 1] = WITH_INSTRUCTIONS
+  and ("instructions: median of %d cachegrind pairs (%d and %d round trips per connection)")
+    :format(IREPEAT, ICOUNT, 3 * ICOUNT)
+  or "instructions: make bench-w7-instructions"
+print(("\nW7: %s. %d s.%s"):format(table.concat(notes, "; "), os.time() - started,
+  (skipped.tether or not samples.tether) and ""
+    or (" All tether targets met: " .. (met_all and "yes" or "no") .. ".")))
 if next(errors) then os.exit(1) end
 
 -- }======================================================================
