@@ -315,10 +315,28 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	LUA='$(LUA)' BUILDDIR='$(BUILDDIR)' bash examples/demo.sh
 
-bench: all
+# W7's C programs: the echo client and the libuv echo server (the floor).
+BENCH_BIN   = $(BUILDDIR)/bench
+BENCH_PROGS = $(BENCH_BIN)/echo_client $(BENCH_BIN)/uv_echo_server
+
+$(BENCH_BIN)/echo_client: bench/echo/client.c
+	@mkdir -p $(@D)
+	$(CC) -std=c99 -O2 $(WARNFLAGS) -o $@ $<
+
+$(BENCH_BIN)/uv_echo_server: bench/echo/uv_server.c
+	@mkdir -p $(@D)
+	$(CC) -std=c99 -O2 $(WARNFLAGS) $(UV_CFLAGS) -o $@ $< $(UV_LIBS)
+
+bench: all $(BENCH_PROGS)
 	@if [ -f bench/run.lua ]; then \
-	  $(call test_env,$(BUILDDIR)) $(LUA) bench/run.lua; \
+	  $(call test_env,$(BUILDDIR)) BENCH_BIN='$(BENCH_BIN)' $(LUA) bench/run.lua; \
 	else echo "bench: no bench/run.lua yet"; fi
+
+# W7's instructions per round trip of each echo server, under valgrind (~2 min).
+.PHONY: bench-w7-instructions
+bench-w7-instructions: all $(BENCH_PROGS)
+	@$(MAKE) --no-print-directory deps DEPS_PKGS=valgrind
+	$(call test_env,$(BUILDDIR)) BENCH_BIN='$(BENCH_BIN)' $(LUA) bench/w7_echo.lua --instructions
 
 # ---- lint -----------------------------------------------------------------------------
 

@@ -10,6 +10,11 @@
 --   BENCH_ONLY=w1,w3 lua5.4 bench/run.lua   (a subset; results.md is then not written)
 --
 -- The child processes inherit the environment; each is given TIMEOUT seconds.
+--
+-- W7 (TCP echo, bench/w7_echo.lua) runs after the other workloads, in one
+-- process that starts its own servers and rounds (BENCH_REPEAT of them) and
+-- prints its own table (different columns: one per echo server); it is
+-- selected like the others (BENCH_ONLY=w7).
 
 local here = (debug.getinfo(1, "S").source:match("^@(.*)[/\\][^/\\]*$")) or "."
 
@@ -65,6 +70,8 @@ for _, w in ipairs(WORKLOADS) do
     selected[#selected + 1] = w
   end
 end
+local W7_TIMEOUT = 600
+local with_w7 = not ONLY or ("," .. ONLY .. ","):find(",w7,", 1, true) ~= nil
 
 -- samples[workload][variant] = list of result tables (field -> number), or
 -- { na = reason } / { err = text }
@@ -115,6 +122,24 @@ for round = 1, REPEAT do
     end
   end
   io.stderr:write(("  (%.0f s)\n"):format(now() - started))
+end
+
+-- W7's table and RESULT lines, or why it failed.
+local w7_text
+if with_w7 then
+  io.stderr:write("bench: w7 (TCP echo)\n")
+  local out = sh(("timeout %d %s %s; echo \"W7_EXIT $?\""):format(W7_TIMEOUT, shell_quote(interp),
+    shell_quote(here .. "/w7_echo.lua")))
+  local tables = {}
+  for line in out:gmatch("[^\n]*") do
+    if line:match("^RESULT w7 ") or line:match("^ERROR w7 ") then
+      raw[#raw + 1] = line
+    elseif not line:match("^W7_EXIT") then
+      tables[#tables + 1] = line
+    end
+  end
+  w7_text = (table.concat(tables, "\n"):gsub("^%s+", ""):gsub("%s+$", ""))
+  if out:match("W7_EXIT (%d+)") ~= "0" then io.stderr:write("bench: w7 failed\n") end
 end
 local elapsed = now() - started
 
@@ -264,10 +289,13 @@ for _, row in ipairs(ROWS) do
 end
 
 local table_text = table.concat(lines, "\n")
-print(table_text)
-print(("\n%d rounds; every cell: median [min–max] of the rounds, one process each. "
-  .. "Total run time %.0f s. All targets met: %s."):format(REPEAT, elapsed,
-  met_all and "yes" or "no"))
+if #selected > 0 then
+  print(table_text)
+  print(("\n%d rounds; every cell: median [min–max] of the rounds, one process each. "
+    .. "Total run time %.0f s. All targets met: %s."):format(REPEAT, elapsed,
+    met_all and "yes" or "no"))
+end
+if w7_text then print("\n" .. w7_text) end
 
 -- }======================================================================
 
@@ -360,6 +388,14 @@ Variants (details at the top of each bench/w*.lua):
 ]]):format(m.date, m.commit, m.nproc, m.cpu, m.kernel, m.lua, interp, m.libuv, m.cqueues,
   m.luv, m.tether,
   table_text, REPEAT, elapsed, met_all and "yes" or "no"))
+if w7_text then
+  f:write("\n## W7: TCP echo\n\n", w7_text, "\n\n", [[
+Higher is better for round trips/s, lower for system calls and instructions. The
+client is bench/echo/client.c (epoll, ping-pong per connection); the C libuv server is
+the floor (read callback, uv_try_write, uv_write for the rest). Instructions per round
+trip (valgrind) come from `make bench-w7-instructions`; see docs/performance.md.
+]])
+end
 f:write("\n## Raw results\n\nOne line per process, in the order they ran.\n\n```\n",
   table.concat(raw, "\n"), "\n```\n")
 f:close()
