@@ -380,10 +380,10 @@ struct scan {
 };
 
 static int raise_limit (lua_State *L, struct stream *s, const char *fname,
-                        size_t max) {
+                        size_t max, const char *before) {
   lua_createtable(L, 0, 2);
-  lua_pushfstring(L, "%s: more than %I bytes came before the end", fname,
-                  (lua_Integer)max);
+  lua_pushfstring(L, "%s: more than %I bytes came before %s (the limit)", fname,
+                  (lua_Integer)max, before);
   lua_setfield(L, -2, "message");
   lua_pushinteger(L, (lua_Integer)max);
   lua_setfield(L, -2, "limit");
@@ -476,7 +476,7 @@ static int scan_until (lua_State *L, struct stream *s, const char *fname,
       r->skip = 0;
     }
     if (n - (line == 2 ? dlen : 0) > max)
-      raise_limit(L, s, fname, max);
+      raise_limit(L, s, fname, max, line ? "a newline" : "the delimiter");
     r->take = n;
     return 1;
   }
@@ -484,7 +484,7 @@ static int scan_until (lua_State *L, struct stream *s, const char *fname,
     s->scanned = avail;
   if (avail >
       max + dlen - 1 + (line != 0 && avail > 0 && data[avail - 1] == '\r'))
-    raise_limit(L, s, fname, max);
+    raise_limit(L, s, fname, max, line ? "a newline" : "the delimiter");
   s->wanted = s->len + 1;
   if (!at_end)
     return 0;
@@ -502,7 +502,7 @@ static int scan_all (lua_State *L, struct stream *s, const char *fname,
                      size_t off, size_t max, int at_end, struct scan *r) {
   size_t avail = s->len - off;
   if (avail > max)
-    raise_limit(L, s, fname, max);
+    raise_limit(L, s, fname, max, "the end of input");
   s->wanted = s->len + 1;
   if (!at_end)
     return 0;

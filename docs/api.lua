@@ -444,7 +444,7 @@
 -- @raise `tether.socketpair: called outside tether.run; make streams inside
 -- a task`; `OSError` (`op = "socketpair"`) when the system refuses
 -- @usage
--- local a <close>, b <close> = tether.socketpair()
+-- local a, b = tether.socketpair()
 -- a:send("ping\n")
 -- print(b:read_line())   --> ping
 
