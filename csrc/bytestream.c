@@ -62,6 +62,7 @@ struct conn {
     uv_handle_t handle;
     uv_stream_t stream;
     uv_pipe_t pipe;
+    uv_tcp_t tcp;
   } h;
   uv_timer_t linger;      /* bounds a closed stream's flush */
   uv_shutdown_t shutdown; /* send_eof */
@@ -89,7 +90,9 @@ struct stream {
   int read_error;  /* sticky: UV_EOF or the error that ended input */
   int write_error; /* sticky: the first failed write */
   const char *kind;
+  int keepalive; /* TCP: seconds, 0 off */
   unsigned char readable, writable, reading, eof_sent, closed;
+  unsigned char tcp, nodelay;
 };
 
 /* A write the kernel did not take at once: a copy of the rest. */
@@ -116,8 +119,8 @@ static struct stream *open_stream (lua_State *L, struct ctx *c,
 /* Raises the error libuv reported as 'err' for operation 'op': a
    BrokenResourceError (with 'code') for a reset or a broken pipe, an
    OSError otherwise. */
-static int raise_uv (lua_State *L, struct ctx *c, int err, const char *fname,
-                     const char *op) {
+int tether__raise_uv (lua_State *L, struct ctx *c, int err, const char *fname,
+                      const char *op) {
   int broken = err == UV_EPIPE || err == UV_ECONNRESET;
   if (err == UV_ENOMEM || err == UV_ENOBUFS)
     return luaL_error(L, "not enough memory");
@@ -126,7 +129,10 @@ static int raise_uv (lua_State *L, struct ctx *c, int err, const char *fname,
   lua_setfield(L, -2, "code");
   lua_pushinteger(L, -err);
   lua_setfield(L, -2, "errno");
-  lua_pushfstring(L, "%s: %s", fname, uv_strerror(err));
+  if (broken) /* an OSError's report names the operation instead */
+    lua_pushfstring(L, "%s: %s", fname, uv_strerror(err));
+  else
+    lua_pushstring(L, uv_strerror(err));
   lua_setfield(L, -2, "message");
   if (!broken) {
     lua_pushstring(L, op);
@@ -543,7 +549,7 @@ static int input_over (lua_State *L, struct stream *s, const char *fname) {
     return 0;
   if (s->read_error == 0 || s->read_error == UV_EOF)
     return 1;
-  return raise_uv(L, s->ctx, s->read_error, fname, "read");
+  return tether__raise_uv(L, s->ctx, s->read_error, fname, "read");
 }
 
 /* One format of stream:read at 'off': 0 when more input is needed. */
@@ -936,7 +942,7 @@ static void commit (lua_State *L, struct stream *s, int idx, int npieces,
       written = (size_t)err;
     else if (err != UV_EAGAIN) {
       s->write_error = err;
-      raise_uv(L, s->ctx, err, fname, "write");
+      tether__raise_uv(L, s->ctx, err, fname, "write");
     }
   }
   s->sent += (lua_Integer)written;
@@ -961,7 +967,7 @@ static void commit (lua_State *L, struct stream *s, int idx, int npieces,
   if (err < 0) {
     free(w);
     s->write_error = err;
-    raise_uv(L, s->ctx, err, fname, "write");
+    tether__raise_uv(L, s->ctx, err, fname, "write");
   }
   conn->queued += rest;
 }
@@ -978,7 +984,7 @@ static struct stream *writable_stream (lua_State *L, struct ctx *c,
     tether__raise(L, c, ERROR_CLOSED, fname,
                   "send_eof was called: the stream sends no more");
   if (s->write_error != 0)
-    raise_uv(L, c, s->write_error, fname, "write");
+    tether__raise_uv(L, c, s->write_error, fname, "write");
   return s;
 }
 
@@ -1065,7 +1071,7 @@ static int flush_call (lua_State *L) {
   struct stream *s = open_stream(L, c, fname);
   struct task *t = tether__check_task(L, c, fname);
   if (s->write_error != 0)
-    return raise_uv(L, c, s->write_error, fname, "write");
+    return tether__raise_uv(L, c, s->write_error, fname, "write");
   if (t->scope->effective)
     return tether__reschedule(L, t, 0, flush_cancelled_k);
   if (queued(s) > 0)
@@ -1104,7 +1110,7 @@ static int stream_send_eof (lua_State *L) {
   }
   err = uv_shutdown(&s->conn->shutdown, &s->conn->h.stream, on_shutdown);
   if (err < 0)
-    return raise_uv(L, c, err, fname, "shutdown");
+    return tether__raise_uv(L, c, err, fname, "shutdown");
   return 0;
 }
 
@@ -1145,6 +1151,37 @@ static int stream_stats (lua_State *L) {
   return 1;
 }
 
+static void apply_tcp_options (struct stream *s) {
+  uv_tcp_nodelay(&s->conn->h.tcp, s->nodelay);
+  uv_tcp_keepalive(&s->conn->h.tcp, s->keepalive > 0,
+                   (unsigned)(s->keepalive > 0 ? s->keepalive : 0));
+}
+
+/* nodelay (a boolean) or keepalive (seconds > 0, or false) of a TCP
+   stream. */
+static int set_tcp_option (lua_State *L, struct stream *s, const char *name) {
+  const char *fname = "stream:set_option";
+  if (*name == 'n') {
+    if (!lua_isboolean(L, 3))
+      return tether__fname_error(L, fname, "nodelay must be a boolean, got %s",
+                                 luaL_typename(L, 3));
+    s->nodelay = (unsigned char)lua_toboolean(L, 3);
+  }
+  else if (lua_isboolean(L, 3) && !lua_toboolean(L, 3))
+    s->keepalive = 0;
+  else if (lua_isinteger(L, 3) && lua_tointeger(L, 3) > 0 &&
+           lua_tointeger(L, 3) <= INT_MAX)
+    s->keepalive = (int)lua_tointeger(L, 3);
+  else
+    return tether__fname_error(L, fname,
+                               "keepalive must be seconds (an integer > 0) "
+                               "or false, got %s",
+                               luaL_tolstring(L, 3, NULL));
+  if (s->conn != NULL && !s->closed)
+    apply_tcp_options(s);
+  return 0;
+}
+
 /* s:set_option(name, value) */
 static int stream_set_option (lua_State *L) {
   const char *fname = "stream:set_option";
@@ -1182,9 +1219,12 @@ static int stream_set_option (lua_State *L) {
     s->linger = v;
     return 0;
   }
-  if (strcmp(name, "nodelay") == 0 || strcmp(name, "keepalive") == 0)
-    return tether__fname_error(
-        L, fname, "%s applies to TCP streams; this is a %s", name, s->kind);
+  if (strcmp(name, "nodelay") == 0 || strcmp(name, "keepalive") == 0) {
+    if (!s->tcp)
+      return tether__fname_error(
+          L, fname, "%s applies to TCP streams; this is a %s", name, s->kind);
+    return set_tcp_option(L, s, name);
+  }
   return tether__fname_error(L, fname,
                              "unknown option %s (read_ahead, high_water, "
                              "linger, nodelay, keepalive)",
@@ -1203,11 +1243,32 @@ static int stream__index (lua_State *L) {
     lua_pushinteger(L, s->high_water);
   else if (strcmp(key, "linger") == 0)
     lua_pushnumber(L, s->linger);
-  else if (strcmp(key, "keepalive") == 0)
-    lua_pushboolean(L, 0); /* a TCP option: never on for these */
+  else if (strcmp(key, "keepalive") == 0) {
+    if (s->keepalive > 0)
+      lua_pushinteger(L, s->keepalive);
+    else
+      lua_pushboolean(L, 0);
+  }
+  else if (strcmp(key, "nodelay") == 0) {
+    if (s->tcp)
+      lua_pushboolean(L, s->nodelay);
+    else
+      lua_pushnil(L); /* a TCP option */
+  }
   else if (strcmp(key, "local_address") == 0 ||
-           strcmp(key, "remote_address") == 0 || strcmp(key, "nodelay") == 0)
-    lua_pushnil(L); /* unnamed sockets and pipes; nodelay is TCP's */
+           strcmp(key, "remote_address") == 0) {
+    struct sockaddr_storage sa;
+    int len = (int)sizeof sa, err = UV_ENOTSOCK;
+    if (s->tcp && s->conn != NULL && !s->closed)
+      err = key[0] == 'l' ? uv_tcp_getsockname(&s->conn->h.tcp,
+                                               (struct sockaddr *)&sa, &len)
+                          : uv_tcp_getpeername(&s->conn->h.tcp,
+                                               (struct sockaddr *)&sa, &len);
+    if (err < 0)
+      lua_pushnil(L); /* unnamed sockets and pipes, closed streams */
+    else
+      tether__push_address(L, (struct sockaddr *)&sa);
+  }
   else {
     lua_pushvalue(L, 2);
     lua_rawget(L, lua_upvalueindex(2)); /* methods */
@@ -1247,30 +1308,91 @@ static struct stream *new_stream (lua_State *L, struct ctx *c, const char *kind,
   return s;
 }
 
-/* Attaches a pipe handle over 'fd' (which it then owns) to stream 's'.
-   Returns 0 or a libuv error ('fd' is then still the caller's). */
-static int attach_fd (struct ctx *c, struct stream *s, struct conn *conn,
-                      int fd) {
-  int err;
+/* Links a new connection to stream 's' (still closed: see start_stream);
+   its handle is the caller's to initialise. NULL: out of memory. */
+static struct conn *attach_conn (struct ctx *c, struct stream *s) {
+  struct conn *conn = malloc(sizeof *conn);
+  if (conn == NULL)
+    return NULL;
   memset(conn, 0, sizeof *conn);
-  err = uv_pipe_init(c->loop, &conn->h.pipe, 0);
-  if (err < 0) {
-    free(conn);
-    return err;
-  }
   conn->h.handle.data = conn;
   conn->handles = 1;
   conn->owner = s;
   queue_insert_tail(&c->conns, &conn->node);
   s->conn = conn;
+  return conn;
+}
+
+/* Undoes attach_conn when the handle could not be initialised. */
+static void detach_conn (struct stream *s) {
+  queue_remove(&s->conn->node);
+  free(s->conn);
+  s->conn = NULL;
+}
+
+/* The stream's connection is up: it is open, and reads. */
+static void start_stream (struct ctx *c, struct stream *s) {
   s->closed = 0;
-  err = uv_pipe_open(&conn->h.pipe, fd);
-  if (err < 0) {
-    close_stream(s, 1);
-    return err;
-  }
+  if (s->tcp)
+    apply_tcp_options(s);
   tether__hold_sigpipe(c);
   resume_reading(s);
+}
+
+/*
+** [-0, +1, m] a new TCP stream with its handle, not connected yet (see
+** tether__tcp_started). Returns NULL with *err set if libuv refuses the
+** handle; raises a memory error.
+*/
+struct stream *tether__tcp_stream (lua_State *L, struct ctx *c, int *err) {
+  struct stream *s = new_stream(L, c, "tcp", 1, 1);
+  s->tcp = 1;
+  s->nodelay = 1;
+  if (attach_conn(c, s) == NULL)
+    luaL_error(L, "not enough memory");
+  *err = uv_tcp_init(c->loop, &s->conn->h.tcp);
+  if (*err < 0) {
+    detach_conn(s);
+    return NULL;
+  }
+  return s;
+}
+
+/* The libuv handle of a stream made by tether__tcp_stream. */
+uv_tcp_t *tether__tcp_handle (struct stream *s) {
+  return &s->conn->h.tcp;
+}
+
+/* A stream made by tether__tcp_stream is connected: it opens. */
+void tether__tcp_started (struct stream *s) {
+  start_stream(s->ctx, s);
+}
+
+/* Closes a stream at once, before or after it started (a connect or an
+   accept that failed, or was cancelled). */
+void tether__stream_abort (struct stream *s) {
+  s->closed = 0;
+  close_stream(s, 1);
+}
+
+/* Attaches a pipe handle over 'fd' (which it then owns) to stream 's'.
+   Returns 0 or a libuv error ('fd' is then still the caller's). */
+static int attach_fd (struct ctx *c, struct stream *s, int fd) {
+  struct conn *conn = attach_conn(c, s);
+  int err;
+  if (conn == NULL)
+    return UV_ENOMEM;
+  err = uv_pipe_init(c->loop, &conn->h.pipe, 0);
+  if (err < 0) {
+    detach_conn(s);
+    return err;
+  }
+  err = uv_pipe_open(&conn->h.pipe, fd);
+  if (err < 0) {
+    tether__stream_abort(s);
+    return err;
+  }
+  start_stream(c, s);
   return 0;
 }
 
@@ -1279,7 +1401,6 @@ static int attach_fd (struct ctx *c, struct stream *s, struct conn *conn,
 static int pair_of_streams (lua_State *L, struct ctx *c, const char *fname,
                             const char *kind, int pipe) {
   struct stream *a, *b;
-  struct conn *ca, *cb;
   int fds[2], err;
   if (c->loop == NULL)
     return tether__fname_error(L, fname,
@@ -1287,34 +1408,23 @@ static int pair_of_streams (lua_State *L, struct ctx *c, const char *fname,
                                "inside a task");
   a = new_stream(L, c, kind, 1, !pipe);
   b = new_stream(L, c, kind, !pipe, 1);
-  ca = malloc(sizeof *ca);
-  cb = malloc(sizeof *cb);
-  if (ca == NULL || cb == NULL) {
-    free(ca);
-    free(cb);
-    return luaL_error(L, "not enough memory");
-  }
   err = pipe ? (pipe2(fds, O_CLOEXEC) < 0 ? uv_translate_sys_error(errno) : 0)
              : (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0
                     ? uv_translate_sys_error(errno)
                     : 0);
-  if (err < 0) {
-    free(ca);
-    free(cb);
-    return raise_uv(L, c, err, fname, pipe ? "pipe" : "socketpair");
-  }
-  err = attach_fd(c, a, ca, fds[0]);
+  if (err < 0)
+    return tether__raise_uv(L, c, err, fname, pipe ? "pipe" : "socketpair");
+  err = attach_fd(c, a, fds[0]);
   if (err < 0) {
     close(fds[0]);
     close(fds[1]);
-    free(cb);
-    return raise_uv(L, c, err, fname, "open");
+    return tether__raise_uv(L, c, err, fname, "open");
   }
-  err = attach_fd(c, b, cb, fds[1]);
+  err = attach_fd(c, b, fds[1]);
   if (err < 0) {
     close(fds[1]);
     close_stream(a, 1);
-    return raise_uv(L, c, err, fname, "open");
+    return tether__raise_uv(L, c, err, fname, "open");
   }
   return 2;
 }

@@ -110,6 +110,17 @@ void tether__add_class (lua_State *L, struct ctx *c,
   lua_pop(L, 1 + nup);
 }
 
+/* [-0, +1, m] pushes the methods table of class 'cls' (so that the facade
+   can add methods written in Lua). */
+void tether__push_methods (lua_State *L, struct ctx *c, enum tether_class cls) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->class_refs[cls]);
+  if (lua_getfield(L, -1, "__index") == LUA_TFUNCTION) {
+    lua_getupvalue(L, -1, 2);
+    lua_remove(L, -2);
+  }
+  lua_remove(L, -2);
+}
+
 /* Sets the metatable of class 'cls' on the value on top. */
 void tether__set_metatable (lua_State *L, struct ctx *c,
                             enum tether_class cls) {
@@ -188,10 +199,10 @@ static struct ctx *open_ctx (lua_State *L) {
 
 TETHER_API int luaopen_tether_core (lua_State *L) {
   static const tether_open_fn openers[] = {
-      tether__open_errors, tether__open_loop,  tether__open_task,
-      tether__open_scope,  tether__open_group, tether__open_signal,
-      tether__open_park,   tether__open_event, tether__open_stream,
-      tether__open_bytestream};
+      tether__open_errors,     tether__open_loop,  tether__open_task,
+      tether__open_scope,      tether__open_group, tether__open_signal,
+      tether__open_park,       tether__open_event, tether__open_stream,
+      tether__open_bytestream, tether__open_tcp};
   struct ctx *c;
   size_t i;
   luaL_checkversion(L);

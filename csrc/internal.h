@@ -18,16 +18,17 @@
 #define TETHER__HIDDEN __attribute__((visibility("hidden")))
 
 /* Metatable names (also the type names users see in errors). */
-#define TETHER_SCOPE_MT   "tether.CancelScope"
-#define TETHER_GROUP_MT   "tether.TaskGroup"
-#define TETHER_STATUS_MT  "tether.TaskStatus"
-#define TETHER_CTX_MT     "tether.Context"
-#define TETHER_RECV_MT    "tether.SignalReceiver"
-#define TETHER_LOT_MT     "tether.ParkingLot"
-#define TETHER_EVENT_MT   "tether.Event"
-#define TETHER_SEND_MT    "tether.MemoryObjectSendStream"
-#define TETHER_RECEIVE_MT "tether.MemoryObjectReceiveStream"
-#define TETHER_STREAM_MT  "tether.Stream"
+#define TETHER_SCOPE_MT    "tether.CancelScope"
+#define TETHER_GROUP_MT    "tether.TaskGroup"
+#define TETHER_STATUS_MT   "tether.TaskStatus"
+#define TETHER_CTX_MT      "tether.Context"
+#define TETHER_RECV_MT     "tether.SignalReceiver"
+#define TETHER_LOT_MT      "tether.ParkingLot"
+#define TETHER_EVENT_MT    "tether.Event"
+#define TETHER_SEND_MT     "tether.MemoryObjectSendStream"
+#define TETHER_RECEIVE_MT  "tether.MemoryObjectReceiveStream"
+#define TETHER_STREAM_MT   "tether.Stream"
+#define TETHER_LISTENER_MT "tether.Listener"
 
 /* Signal numbers are below this (Linux: NSIG is 65). */
 #define TETHER_NSIG 65
@@ -44,6 +45,7 @@ enum tether_class {
   CLASS_SEND,
   CLASS_RECEIVE,
   CLASS_STREAM,
+  CLASS_LISTENER,
   NCLASSES
 };
 
@@ -292,15 +294,15 @@ struct ctx {
   int class_refs[NCLASSES];        /* metatables of the userdata classes */
   const void *class_mts[NCLASSES]; /* the same, by address */
   int opened;                      /* luaopen_tether_core completed */
-  struct queue conns; /* byte streams' connections, until freed */
-  char *scratch;      /* where a stream with nothing buffered reads */
-  int sigpipe_held;   /* tether.run keeps SIGPIPE from killing it */
-  int error_refs[NERRORS];         /* tables of the error classes */
-  const void *error_mts[NERRORS];  /* the same, by address */
-  int ntasks;                      /* live tasks */
-  int running;                     /* inside tether.run */
-  int in_callback;                 /* in the tick or posted callbacks */
-  int stopping;                    /* main task done: leave uv_run */
+  struct queue conns;              /* byte streams' connections, until freed */
+  char *scratch;           /* where a stream with nothing buffered reads */
+  int sigpipe_held;        /* tether.run keeps SIGPIPE from killing it */
+  int error_refs[NERRORS]; /* tables of the error classes */
+  const void *error_mts[NERRORS]; /* the same, by address */
+  int ntasks;                     /* live tasks */
+  int running;                    /* inside tether.run */
+  int in_callback;                /* in the tick or posted callbacks */
+  int stopping;                   /* main task done: leave uv_run */
   int fatal;               /* tether.run's tick failed; its error is on top of
                      'from' */
   int tick_failed;         /* attached: ticks failed in a row (reported once) */
@@ -366,6 +368,8 @@ TETHER__HIDDEN void *tether__check_self (lua_State *L, int idx, struct ctx *c,
                                          const char *fname);
 TETHER__HIDDEN void tether__set_metatable (lua_State *L, struct ctx *c,
                                            enum tether_class cls);
+TETHER__HIDDEN void tether__push_methods (lua_State *L, struct ctx *c,
+                                          enum tether_class cls);
 
 /* errors.c */
 TETHER__HIDDEN void tether__open_errors (lua_State *L, struct ctx *c);
@@ -505,8 +509,21 @@ TETHER__HIDDEN void tether__open_signal (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__open_park (lua_State *L, struct ctx *c);
 
 /* bytestream.c */
+struct stream;
 TETHER__HIDDEN void tether__open_bytestream (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__streams_stop (struct ctx *c);
+TETHER__HIDDEN int tether__raise_uv (lua_State *L, struct ctx *c, int err,
+                                     const char *fname, const char *op);
+TETHER__HIDDEN struct stream *tether__tcp_stream (lua_State *L, struct ctx *c,
+                                                  int *err);
+TETHER__HIDDEN uv_tcp_t *tether__tcp_handle (struct stream *s);
+TETHER__HIDDEN void tether__tcp_started (struct stream *s);
+TETHER__HIDDEN void tether__stream_abort (struct stream *s);
+
+/* tcp.c */
+TETHER__HIDDEN void tether__open_tcp (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__push_address (lua_State *L,
+                                          const struct sockaddr *sa);
 
 /* event.c, stream.c */
 TETHER__HIDDEN void tether__open_event (lua_State *L, struct ctx *c);

@@ -457,6 +457,60 @@
 -- @treturn Stream the write end
 -- @raise as `socketpair`, with `op = "pipe"`
 
+--- TCP.
+-- @section tcp
+
+--- Connects to `host`:`port`. A name is resolved first (`getaddrinfo`), and
+-- all its addresses are tried with Happy Eyeballs (RFC 8305 style): the next
+-- attempt starts after `happy_eyeballs_delay` or as soon as the previous one
+-- failed; the first to connect wins and the others are closed. A checkpoint;
+-- a cancelled connect leaves no socket behind.
+-- @function connect_tcp
+-- @tparam string host a name or an IPv4/IPv6 address
+-- @tparam integer port 1..65535
+-- @tparam[opt] table opts `local_host`, `local_port` (bind the local end),
+-- `family` (`"inet"`, `"inet6"`, or nil for any), `happy_eyeballs_delay`
+-- (seconds, default 0.25)
+-- @treturn Stream a TCP stream (`nodelay` on)
+-- @raise `OSError` with `op = "connect"`, `target = "host:port"` and
+-- `attempts` (the `OSError` of each address tried); misuse errors for a bad
+-- host, port or option
+-- @usage
+-- local conn <close> = tether.connect_tcp("127.0.0.1", 6379)
+-- conn:send("PING\r\n")
+-- print(conn:read_line())
+
+--- Listens for TCP connections. Bind errors raise at once.
+-- @function listen_tcp
+-- @tparam[opt] table opts `host` (nil: every interface, IPv6 and IPv4, through
+-- one dual-stack socket), `port` (default 0: a free port, the same on every
+-- address), `backlog` (default 511), `reuse_port`, `family`
+-- @treturn Listener
+-- @raise `OSError` (`op = "listen"`, e.g. `EADDRINUSE`)
+
+--- `listen_tcp` and `Listener:serve` in one call. Under `tg:start` (which
+-- passes a task status first) the listener is passed to
+-- `task_status:started`, so `tg:start(tether.serve_tcp, handler, 0)` returns it.
+-- @function serve_tcp
+-- @tparam function handler called with each connection, in a task of its own
+-- @tparam integer port
+-- @tparam[opt] table opts `listen_tcp`'s and `serve`'s options together
+-- @usage
+-- local listener = tg:start(tether.serve_tcp, function(conn)
+--   for chunk in conn do conn:send(chunk) end
+-- end, 0, { host = "127.0.0.1" })
+-- print(listener.port)
+
+--- Resolves a host name. Numeric addresses are answered at once; names are
+-- looked up off the loop. A checkpoint: cancelling it returns at once (the
+-- lookup finishes in the background and is discarded).
+-- @function getaddrinfo
+-- @tparam string host
+-- @tparam integer port
+-- @tparam[opt] string family `"inet"`, `"inet6"` or nil for any
+-- @treturn {table,...} `{host =, port =, family =}` per address
+-- @raise `OSError` (`op = "getaddrinfo"`, e.g. `EAI_NONAME`)
+
 --- Errors.
 -- Every error tether raises on purpose is a table whose metatable is one of
 -- these classes; `tostring` of one reads `tether.Name: message`, which is also
@@ -986,3 +1040,32 @@
 -- @function Stream:set_option
 -- @tparam string name
 -- @param value
+
+--- A TCP listener. A to-be-closed value; it is also closed when collected.
+-- Calling it (as `for conn in listener do` does) is `accept`.
+--
+-- Fields: `port` (the bound port) and `addresses` (a list of
+-- `{host, port, family}`).
+-- @type Listener
+
+--- The next connection, as a Stream. A checkpoint; a cancelled accept leaves
+-- the connection queued for the next one.
+-- @function Listener:accept
+-- @treturn Stream
+-- @raise `ClosedResourceError` (closed, also while waiting);
+-- `BusyResourceError` (another task is accepting); `OSError` (`op =
+-- "accept"`); `Cancelled`
+
+--- Stops listening. Idempotent, not a checkpoint; a blocked `accept` raises
+-- `ClosedResourceError`.
+-- @function Listener:close
+
+--- Accepts forever, running `handler(conn)` as a task per connection (in
+-- `opts.group` if given, else a group of its own). Each `conn` is closed when
+-- its handler returns or fails. A handler's error fails the group, unless
+-- `opts.handler_errors = "log"`, which prints it to stderr with its traceback
+-- and keeps serving. Out of descriptors or memory while accepting, it waits
+-- 0.1 s and tries again. The listener is closed when serving ends.
+-- @function Listener:serve
+-- @tparam function handler
+-- @tparam[opt] table opts `group`, `handler_errors`

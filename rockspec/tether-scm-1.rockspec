@@ -53,6 +53,7 @@ build = {
         "csrc/sigstate.c",
         "csrc/stream.c",
         "csrc/task.c",
+        "csrc/tcp.c",
         "csrc/wait.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },

@@ -96,6 +96,8 @@ describe("the reference (docs/api.lua)", function()
       objects.MemoryObjectSendStream, objects.MemoryObjectReceiveStream =
         tether.create_memory_object_stream()
       objects.Stream = tether.socketpair()
+      objects.Listener = tether.listen_tcp { host = "127.0.0.1" }
+      objects.Listener:close()
       local receiver <close> = tether.open_signal_receiver("SIGUSR1")
       objects.SignalReceiver = receiver
       objects.Stream:close()

@@ -7,6 +7,7 @@
 local core = require "tether.core"
 local errors = require "tether.errors"
 local sync = require "tether.sync"
+local net = require "tether.net"
 
 local tether = {
   _VERSION = core._VERSION,
@@ -24,7 +25,7 @@ for _, name in ipairs {
   "task_group", "CancelScope", "move_on_after", "move_on_at", "fail_after",
   "fail_at", "current_effective_deadline", "open_signal_receiver", "kill",
   "getpid", "signal_name", "Event", "create_memory_object_stream",
-  "socketpair", "open_pipe",
+  "socketpair", "open_pipe", "getaddrinfo",
 } do
   tether[name] = core[name]
 end
@@ -33,6 +34,10 @@ for _, name in ipairs {
   "Lock", "Semaphore", "Condition", "CapacityLimiter", "pcall",
 } do
   tether[name] = sync[name]
+end
+
+for _, name in ipairs { "connect_tcp", "listen_tcp", "serve_tcp" } do
+  tether[name] = net[name]
 end
 
 -- Signal numbers of this platform: tether.SIGTERM, tether.SIGINT, ...

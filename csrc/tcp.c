@@ -1,0 +1,630 @@
+/*
+** tcp.c
+** TCP: connecting a stream to one address, listeners and accept, and name
+** resolution (getaddrinfo). Happy Eyeballs, serving and the name-based
+** calls are the facade's (lua/tether/net.lua), built on these.
+**
+** Every wait is on a wait queue: a connect waits on its request's, an
+** accept on its listener's, a lookup on its request's. A request that a
+** cancelled task leaves behind is 'abandoned': its callback, which libuv
+** always calls, frees it. A cancelled connect closes its socket (so it left
+** nothing behind); a cancelled accept leaves the connection queued.
+*/
+
+#define _DEFAULT_SOURCE
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "internal.h"
+
+#define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
+
+/* Listening sockets of one listener (one per address it listens on). */
+#define LISTEN_MAX 8
+
+/* [-0, +1, m] pushes {host =, port =, family =} for an IP address. */
+void tether__push_address (lua_State *L, const struct sockaddr *sa) {
+  char host[64];
+  int port;
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(in6, host, sizeof host);
+    port = ntohs(in6->sin6_port);
+  }
+  else {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    uv_ip4_name(in, host, sizeof host);
+    port = ntohs(in->sin_port);
+  }
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, host);
+  lua_setfield(L, -2, "host");
+  lua_pushinteger(L, port);
+  lua_setfield(L, -2, "port");
+  lua_pushstring(L, sa->sa_family == AF_INET6 ? "inet6" : "inet");
+  lua_setfield(L, -2, "family");
+}
+
+/* The port at 'idx': an integer in 0..65535 (0 only where 'zero'). */
+static int check_port (lua_State *L, int idx, const char *fname, int zero) {
+  lua_Integer port = lua_tointeger(L, idx);
+  if (!lua_isinteger(L, idx) || port < (zero ? 0 : 1) || port > 65535)
+    tether__fname_error(L, fname,
+                        "port must be an integer in %d..65535, got %s",
+                        zero ? 0 : 1, luaL_tolstring(L, idx, NULL));
+  return (int)port;
+}
+
+/* Parses the numeric IP address at 'idx' with 'port'; 0 or a libuv error. */
+static int parse_ip (lua_State *L, int idx, int port,
+                     struct sockaddr_storage *sa) {
+  const char *host = lua_tostring(L, idx);
+  if (host == NULL)
+    return UV_EINVAL;
+  if (strchr(host, ':') != NULL)
+    return uv_ip6_addr(host, port, (struct sockaddr_in6 *)sa);
+  return uv_ip4_addr(host, port, (struct sockaddr_in *)sa);
+}
+
+/* {====================================================================
+** Connecting
+** ===================================================================== */
+
+struct connect_req {
+  uv_connect_t req;
+  struct waitq waiting; /* the connecting task */
+  int status;
+  unsigned char done, abandoned;
+};
+
+static void on_connect (uv_connect_t *req, int status) {
+  struct connect_req *r = (struct connect_req *)req;
+  if (r->abandoned) {
+    free(r);
+    return;
+  }
+  r->status = status;
+  r->done = 1;
+  if (r->waiting.count > 0) {
+    struct task *t = tether__waitq_first(&r->waiting);
+    t->nresume = 0;
+    tether__waitq_wake(t, WAKE_OK);
+  }
+}
+
+/* Stack of a connect: host, port, local host, local port, the stream, the
+   request (light userdata). */
+#define CONNECT_STREAM 5
+#define CONNECT_REQ    6
+
+static int connect_k (lua_State *L, int status, lua_KContext k) {
+  struct task *t = tether__resumed(L, CONNECT_REQ, k, connect_k);
+  struct connect_req *r = lua_touserdata(L, CONNECT_REQ);
+  struct stream *s = lua_touserdata(L, CONNECT_STREAM);
+  int err;
+  (void)status;
+  if (t->wake != WAKE_OK) { /* cancelled: close the half-open socket */
+    if (r->done)
+      free(r);
+    else
+      r->abandoned = 1; /* its callback comes with UV_ECANCELED */
+    tether__stream_abort(s);
+    tether__check_wake(L, t);
+  }
+  err = r->status;
+  free(r);
+  if (err < 0) {
+    tether__stream_abort(s);
+    return tether__raise_uv(L, TASK_CTX(t), err, "tether.tcp_connect",
+                            "connect");
+  }
+  tether__tcp_started(s);
+  lua_settop(L, CONNECT_STREAM);
+  return 1;
+}
+
+static int core_tcp_connect (lua_State *L);
+
+/* Started while cancelled: a checkpoint, then it starts over if a shield
+   came up meanwhile. */
+static int connect_cancelled_k (lua_State *L, int status, lua_KContext k) {
+  struct task *t = tether__resumed(L, 4, k, connect_cancelled_k);
+  (void)status;
+  if (t->scope->effective)
+    return tether__raise_cancelled(L, t);
+  return core_tcp_connect(L);
+}
+
+/*
+** core.tcp_connect(ip, port[, local_ip, local_port]) -> a connected Stream.
+** Raises OSError (op "connect"). Cancelling it closes the socket.
+*/
+static int core_tcp_connect (lua_State *L) {
+  const char *fname = "tether.tcp_connect";
+  struct ctx *c = CTX(L);
+  struct sockaddr_storage sa, local;
+  struct connect_req *r;
+  struct stream *s;
+  struct task *t;
+  int err, port = check_port(L, 2, fname, 0);
+  lua_settop(L, 4);
+  t = tether__check_task(L, c, fname);
+  err = parse_ip(L, 1, port, &sa);
+  if (err < 0)
+    return tether__fname_error(L, fname, "not an IP address: %s",
+                               luaL_tolstring(L, 1, NULL));
+  if (!lua_isnil(L, 3) &&
+      parse_ip(L, 3, lua_isnil(L, 4) ? 0 : check_port(L, 4, fname, 1), &local) <
+          0)
+    return tether__fname_error(L, fname, "local_host is not an IP address: %s",
+                               luaL_tolstring(L, 3, NULL));
+  if (t->scope->effective)
+    return tether__reschedule(L, t, 0, connect_cancelled_k);
+  s = tether__tcp_stream(L, c, &err);
+  if (s == NULL)
+    return tether__raise_uv(L, c, err, fname, "socket");
+  r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    tether__stream_abort(s);
+    return luaL_error(L, "not enough memory");
+  }
+  tether__waitq_init(&r->waiting);
+  lua_pushlightuserdata(L, r);
+  err = 0;
+  if (!lua_isnil(L, 3))
+    err = uv_tcp_bind(tether__tcp_handle(s), (struct sockaddr *)&local, 0);
+  if (err == 0)
+    err = uv_tcp_connect(&r->req, tether__tcp_handle(s), (struct sockaddr *)&sa,
+                         on_connect);
+  if (err < 0) {
+    free(r);
+    tether__stream_abort(s);
+    return tether__raise_uv(L, c, err, fname, "connect");
+  }
+  return tether__wait(L, t, &r->waiting, 0, connect_k);
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Listeners
+** ===================================================================== */
+
+struct listener;
+
+/* One listening socket; freed by its close callback. */
+struct lsock {
+  uv_tcp_t handle;
+  struct listener *owner; /* NULL once the listener closed */
+  int pending;            /* connections libuv holds for uv_accept */
+  int error;              /* a failed accept, for the next accept() */
+};
+
+struct listener {
+  struct ctx *ctx;
+  struct waitq acceptor;
+  struct lsock *socks[LISTEN_MAX];
+  int nsocks;
+  int port;
+  int closed;
+};
+
+static void free_lsock (uv_handle_t *h) {
+  free(h->data);
+}
+
+static void close_listener (struct listener *l) {
+  static const struct wake_error closed_while_accepting = {
+      ERROR_CLOSED, "listener:accept: the listener was closed while a task "
+                    "was accepting"};
+  struct task *t;
+  int i;
+  if (l->closed)
+    return;
+  l->closed = 1;
+  while ((t = tether__waitq_first(&l->acceptor)) != NULL)
+    tether__waitq_raise(t, &closed_while_accepting);
+  for (i = 0; i < l->nsocks; i++) {
+    l->socks[i]->owner = NULL;
+    uv_close((uv_handle_t *)&l->socks[i]->handle, free_lsock);
+  }
+  l->nsocks = 0;
+}
+
+static void on_connection (uv_stream_t *server, int status) {
+  struct lsock *sock = server->data;
+  struct listener *l = sock->owner;
+  if (l == NULL)
+    return;
+  if (status < 0)
+    sock->error = status;
+  else
+    sock->pending++;
+  if (l->acceptor.count > 0) {
+    struct task *t = tether__waitq_first(&l->acceptor);
+    t->nresume = 0;
+    tether__waitq_wake(t, WAKE_OK);
+  }
+}
+
+static struct listener *check_listener (lua_State *L, const char *fname) {
+  return tether__check_self(L, 1, CTX(L), CLASS_LISTENER, fname);
+}
+
+/* Takes a queued connection as a Stream; 0 when none is queued. */
+static int take_connection (lua_State *L, struct listener *l,
+                            const char *fname) {
+  int i;
+  for (i = 0; i < l->nsocks; i++) {
+    struct lsock *sock = l->socks[i];
+    if (sock->error < 0) {
+      int err = sock->error;
+      sock->error = 0;
+      return tether__raise_uv(L, l->ctx, err, fname, "accept");
+    }
+    if (sock->pending > 0) {
+      int err;
+      struct stream *s = tether__tcp_stream(L, l->ctx, &err);
+      if (s == NULL)
+        return tether__raise_uv(L, l->ctx, err, fname, "accept");
+      err = uv_accept((uv_stream_t *)&sock->handle,
+                      (uv_stream_t *)tether__tcp_handle(s));
+      sock->pending--;
+      if (err < 0) {
+        tether__stream_abort(s);
+        return tether__raise_uv(L, l->ctx, err, fname, "accept");
+      }
+      tether__tcp_started(s);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int accept_call (lua_State *L);
+
+static int accept_k (lua_State *L, int status, lua_KContext k) {
+  struct task *t = tether__resumed(L, 1, k, accept_k);
+  (void)status;
+  tether__check_wake(L, t);
+  return accept_call(L);
+}
+
+static int accept_cancelled_k (lua_State *L, int status, lua_KContext k) {
+  struct task *t = tether__resumed(L, 1, k, accept_cancelled_k);
+  (void)status;
+  if (t->scope->effective)
+    return tether__raise_cancelled(L, t);
+  return accept_call(L);
+}
+
+/* A connection was taken at once: a schedule point, then it returns. */
+static int accepted_k (lua_State *L, int status, lua_KContext k) {
+  (void)status;
+  tether__resumed(L, 2, k, accepted_k);
+  return 1;
+}
+
+static int accept_call (lua_State *L) {
+  const char *fname = "listener:accept";
+  struct ctx *c = CTX(L);
+  struct listener *l = check_listener(L, fname);
+  struct task *t;
+  lua_settop(L, 1);
+  if (l->closed)
+    return tether__raise(L, c, ERROR_CLOSED, fname, "the listener is closed");
+  t = tether__check_task(L, c, fname);
+  if (l->acceptor.count > 0)
+    return tether__raise(L, c, ERROR_BUSY, fname,
+                         "another task is already accepting on this "
+                         "listener");
+  if (t->scope->effective)
+    return tether__reschedule(L, t, 0, accept_cancelled_k);
+  if (take_connection(L, l, fname))
+    return tether__reschedule(L, t, 0, accepted_k);
+  return tether__wait(L, t, &l->acceptor, 0, accept_k);
+}
+
+/* listener:accept() -> the next connection, as a Stream */
+static int listener_accept (lua_State *L) {
+  return accept_call(L);
+}
+
+/* for conn in listener do ... end */
+static int listener__call (lua_State *L) {
+  return accept_call(L);
+}
+
+/* listener:close(), <close>, __gc */
+static int listener_close (lua_State *L) {
+  struct listener *l = tether__test_class(L, 1, CTX(L), CLASS_LISTENER);
+  if (l == NULL)
+    check_listener(L, "listener:close");
+  else
+    close_listener(l);
+  return 0;
+}
+
+static int listener__index (lua_State *L) {
+  struct listener *l = check_listener(L, "listener.__index");
+  const char *key = lua_tostring(L, 2);
+  if (key != NULL && strcmp(key, "port") == 0)
+    lua_pushinteger(L, l->port);
+  else if (key != NULL && strcmp(key, "addresses") == 0) {
+    int i;
+    lua_createtable(L, l->nsocks, 0);
+    for (i = 0; i < l->nsocks; i++) {
+      struct sockaddr_storage sa;
+      int len = (int)sizeof sa;
+      if (uv_tcp_getsockname(&l->socks[i]->handle, (struct sockaddr *)&sa,
+                             &len) == 0) {
+        tether__push_address(L, (struct sockaddr *)&sa);
+        lua_rawseti(L, -2, i + 1);
+      }
+    }
+  }
+  else {
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(2)); /* methods */
+  }
+  return 1;
+}
+
+static int listener__tostring (lua_State *L) {
+  struct listener *l = check_listener(L, "listener:__tostring");
+  lua_pushfstring(L, "tether.Listener (port %d, %s): %p", l->port,
+                  l->closed ? "closed" : "open", (void *)l);
+  return 1;
+}
+
+/* Binds and listens on one address; 0 or a libuv error. */
+static int listen_on (struct listener *l, const struct sockaddr *sa,
+                      int backlog, int reuse_port) {
+  struct lsock *sock = calloc(1, sizeof *sock);
+  int err;
+  if (sock == NULL)
+    return UV_ENOMEM;
+  err = uv_tcp_init(l->ctx->loop, &sock->handle);
+  if (err < 0) {
+    free(sock);
+    return err;
+  }
+  sock->handle.data = sock;
+  sock->owner = l;
+  l->socks[l->nsocks++] = sock;
+  if (reuse_port) {
+    uv_os_fd_t fd;
+    int on = 1;
+    err = uv_fileno((uv_handle_t *)&sock->handle, &fd);
+    if (err == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on))
+      err = uv_translate_sys_error(errno);
+  }
+  if (err == 0)
+    err = uv_tcp_bind(&sock->handle, sa, 0);
+  if (err == 0)
+    err = uv_listen((uv_stream_t *)&sock->handle, backlog, on_connection);
+  return err;
+}
+
+/*
+** core.tcp_listen({ip, ...}, port, backlog, reuse_port) -> a Listener on
+** every address, all on the same port (port 0: the one the first address
+** got). Raises OSError (op "listen") and leaves nothing open.
+*/
+static int core_tcp_listen (lua_State *L) {
+  const char *fname = "tether.listen_tcp";
+  struct ctx *c = CTX(L);
+  struct listener *l;
+  int port = check_port(L, 2, fname, 1), n, i, err = 0;
+  lua_Integer backlog = luaL_optinteger(L, 3, 511);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  n = (int)lua_rawlen(L, 1);
+  if (n < 1 || n > LISTEN_MAX)
+    return tether__fname_error(L, fname, "between 1 and %d addresses",
+                               LISTEN_MAX);
+  if (c->loop == NULL)
+    return tether__fname_error(L, fname,
+                               "called outside tether.run; listen inside a "
+                               "task");
+  l = lua_newuserdatauv(L, sizeof *l, 0);
+  memset(l, 0, sizeof *l);
+  l->ctx = c;
+  l->closed = 1; /* until every address listens */
+  tether__waitq_init(&l->acceptor);
+  tether__set_metatable(L, c, CLASS_LISTENER);
+  for (i = 1; i <= n && err == 0; i++) {
+    struct sockaddr_storage sa;
+    lua_rawgeti(L, 1, i);
+    err = parse_ip(L, -1, port, &sa);
+    lua_pop(L, 1);
+    if (err == 0)
+      err = listen_on(l, (struct sockaddr *)&sa, (int)backlog,
+                      lua_toboolean(L, 4));
+    if (err == 0 && port == 0) { /* the rest take the port this one got */
+      int len = (int)sizeof sa;
+      uv_tcp_getsockname(&l->socks[0]->handle, (struct sockaddr *)&sa, &len);
+      port = ntohs(sa.ss_family == AF_INET6
+                       ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                       : ((struct sockaddr_in *)&sa)->sin_port);
+    }
+  }
+  l->closed = 0;
+  if (err < 0) {
+    close_listener(l);
+    return tether__raise_uv(L, c, err, fname, "listen");
+  }
+  l->port = port;
+  tether__hold_sigpipe(c);
+  return 1;
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Name resolution
+** ===================================================================== */
+
+struct lookup {
+  uv_getaddrinfo_t req;
+  struct waitq waiting;
+  struct addrinfo *result;
+  int status;
+  unsigned char done, abandoned;
+};
+
+static void on_lookup (uv_getaddrinfo_t *req, int status,
+                       struct addrinfo *res) {
+  struct lookup *q = (struct lookup *)req;
+  if (q->abandoned) { /* its task was cancelled: nobody wants it */
+    uv_freeaddrinfo(res);
+    free(q);
+    return;
+  }
+  q->status = status;
+  q->result = res;
+  q->done = 1;
+  if (q->waiting.count > 0) {
+    struct task *t = tether__waitq_first(&q->waiting);
+    t->nresume = 0;
+    tether__waitq_wake(t, WAKE_OK);
+  }
+}
+
+/* Stack of a lookup: host, port, family, passive, the request (light
+   userdata). */
+#define LOOKUP_REQ 5
+
+/* [-0, +1, m] the lookup's addresses, without duplicates. */
+static void push_addresses (lua_State *L, const struct addrinfo *res) {
+  int n = 0;
+  lua_newtable(L);
+  for (; res != NULL; res = res->ai_next) {
+    if (res->ai_family != AF_INET && res->ai_family != AF_INET6)
+      continue;
+    tether__push_address(L, res->ai_addr);
+    lua_rawseti(L, -2, ++n);
+  }
+}
+
+static int lookup_k (lua_State *L, int status, lua_KContext k) {
+  struct task *t = tether__resumed(L, LOOKUP_REQ, k, lookup_k);
+  struct lookup *q = lua_touserdata(L, LOOKUP_REQ);
+  int err;
+  (void)status;
+  if (t->wake != WAKE_OK) { /* cancelled: it finishes in the background */
+    if (q->done) {
+      uv_freeaddrinfo(q->result);
+      free(q);
+    }
+    else
+      q->abandoned = 1;
+    tether__check_wake(L, t);
+  }
+  err = q->status;
+  if (err < 0) {
+    free(q);
+    return tether__raise_uv(L, TASK_CTX(t), err, "tether.getaddrinfo",
+                            "getaddrinfo");
+  }
+  lua_pushlightuserdata(L, NULL); /* the result is freed below: */
+  lua_replace(L, LOOKUP_REQ);     /* a memory error must not see it twice */
+  push_addresses(L, q->result);
+  uv_freeaddrinfo(q->result);
+  free(q);
+  return 1;
+}
+
+static int core_getaddrinfo (lua_State *L);
+
+static int lookup_cancelled_k (lua_State *L, int status, lua_KContext k) {
+  struct task *t = tether__resumed(L, 4, k, lookup_cancelled_k);
+  (void)status;
+  if (t->scope->effective)
+    return tether__raise_cancelled(L, t);
+  return core_getaddrinfo(L);
+}
+
+/*
+** core.getaddrinfo(host, port[, family[, passive]]) -> {{host, port,
+** family}, ...}. Numeric addresses are answered at once; names are looked
+** up in libuv's thread pool. A cancelled lookup finishes in the background.
+*/
+static int core_getaddrinfo (lua_State *L) {
+  const char *fname = "tether.getaddrinfo";
+  struct ctx *c = CTX(L);
+  struct addrinfo hints;
+  struct sockaddr_storage sa;
+  struct lookup *q;
+  struct task *t;
+  const char *family;
+  int err, port;
+  lua_settop(L, 4);
+  if (lua_type(L, 1) != LUA_TSTRING && !lua_isnil(L, 1))
+    return tether__fname_error(L, fname, "host must be a string, got %s",
+                               luaL_typename(L, 1));
+  port = check_port(L, 2, fname, 1);
+  family = luaL_optstring(L, 3, "any");
+  t = tether__check_task(L, c, fname);
+  memset(&hints, 0, sizeof hints);
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = lua_toboolean(L, 4) ? AI_PASSIVE : AI_ADDRCONFIG;
+  if (strcmp(family, "inet") == 0)
+    hints.ai_family = AF_INET;
+  else if (strcmp(family, "inet6") == 0)
+    hints.ai_family = AF_INET6;
+  else if (strcmp(family, "any") != 0)
+    return tether__fname_error(L, fname,
+                               "family must be \"inet\", \"inet6\" or nil, "
+                               "got %s",
+                               family);
+  if (t->scope->effective)
+    return tether__reschedule(L, t, 0, lookup_cancelled_k);
+  if (!lua_isnil(L, 1) && parse_ip(L, 1, port, &sa) == 0 &&
+      (hints.ai_family == AF_UNSPEC || hints.ai_family == sa.ss_family)) {
+    lua_createtable(L, 1, 0); /* a numeric address: no lookup */
+    tether__push_address(L, (struct sockaddr *)&sa);
+    lua_rawseti(L, -2, 1);
+    return 1;
+  }
+  q = calloc(1, sizeof *q);
+  if (q == NULL)
+    return luaL_error(L, "not enough memory");
+  tether__waitq_init(&q->waiting);
+  lua_pushlightuserdata(L, q);
+  lua_pushinteger(L, port);
+  err = uv_getaddrinfo(c->loop, &q->req, on_lookup, lua_tostring(L, 1),
+                       lua_tostring(L, -1), &hints);
+  lua_pop(L, 1);
+  if (err < 0) {
+    free(q);
+    return tether__raise_uv(L, c, err, fname, "getaddrinfo");
+  }
+  return tether__wait(L, t, &q->waiting, 0, lookup_k);
+}
+
+/* }==================================================================== */
+
+void tether__open_tcp (lua_State *L, struct ctx *c) {
+  static const luaL_Reg methods[] = {
+      {"accept", listener_accept}, {"close", listener_close}, {NULL, NULL}};
+  static const luaL_Reg metamethods[] = {{"__call", listener__call},
+                                         {"__close", listener_close},
+                                         {"__gc", listener_close},
+                                         {"__tostring", listener__tostring},
+                                         {NULL, NULL}};
+  static const struct class_def listener_class = {CLASS_LISTENER,
+                                                  TETHER_LISTENER_MT, methods,
+                                                  metamethods, listener__index};
+  static const luaL_Reg funcs[] = {{"tcp_connect", core_tcp_connect},
+                                   {"tcp_listen", core_tcp_listen},
+                                   {"getaddrinfo", core_getaddrinfo},
+                                   {NULL, NULL}};
+  tether__add_class(L, c, &listener_class, 0);
+  tether__add_functions(L, funcs);
+  tether__push_methods(L, c, CLASS_LISTENER);
+  lua_setfield(L, -2, "listener_methods");
+}
