@@ -604,7 +604,7 @@ static size_t check_max (lua_State *L, int idx, lua_Integer def,
 */
 static int try_read (lua_State *L, struct stream *s, enum read_op op) {
   const char *fname = op_names[op];
-  struct scan scans[1], *r = scans;
+  struct scan scan, *r = &scan;
   int at_end = 0, ok, nformats = 0, i;
   size_t off = 0;
   s->wanted = 0;

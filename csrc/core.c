@@ -141,6 +141,7 @@ static int ctx__gc (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
   if (c->loop != NULL) {
     tether__streams_stop(c);
+    tether__listeners_stop(c);
     tether__signals_stop(c);
     uv_mutex_lock(&c->posts_lock);
     c->posts_closed = 1;
@@ -172,6 +173,7 @@ static struct ctx *open_ctx (lua_State *L) {
   queue_init(&c->free_records);
   tether__waitq_init(&c->blocked_waiters);
   queue_init(&c->conns);
+  queue_init(&c->listeners);
   heap_init(&c->deadlines);
   heap_node_init(&c->watchdog);
   c->watchdog.kind = DEADLINE_WATCHDOG;

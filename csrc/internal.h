@@ -295,6 +295,7 @@ struct ctx {
   const void *class_mts[NCLASSES]; /* the same, by address */
   int opened;                      /* luaopen_tether_core completed */
   struct queue conns;              /* byte streams' connections, until freed */
+  struct queue listeners;          /* open TCP listeners */
   char *scratch;           /* where a stream with nothing buffered reads */
   int sigpipe_held;        /* tether.run keeps SIGPIPE from killing it */
   int error_refs[NERRORS]; /* tables of the error classes */
@@ -522,6 +523,7 @@ TETHER__HIDDEN void tether__stream_abort (struct stream *s);
 
 /* tcp.c */
 TETHER__HIDDEN void tether__open_tcp (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__listeners_stop (struct ctx *c);
 TETHER__HIDDEN void tether__push_address (lua_State *L,
                                           const struct sockaddr *sa);
 

@@ -332,6 +332,7 @@ static int end_run (struct ctx *c) {
   int err;
   tether__remove_deadline(c, &c->watchdog);
   tether__streams_stop(c);
+  tether__listeners_stop(c);
   tether__signals_stop(c);
   err = close_loop(c);
   c->loop = NULL;

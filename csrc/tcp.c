@@ -206,6 +206,7 @@ struct lsock {
 
 struct listener {
   struct ctx *ctx;
+  struct queue node; /* ctx->listeners while open */
   struct waitq acceptor;
   struct lsock *socks[LISTEN_MAX];
   int nsocks;
@@ -226,6 +227,7 @@ static void close_listener (struct listener *l) {
   if (l->closed)
     return;
   l->closed = 1;
+  queue_remove(&l->node);
   while ((t = tether__waitq_first(&l->acceptor)) != NULL)
     tether__waitq_raise(t, &closed_while_accepting);
   for (i = 0; i < l->nsocks; i++) {
@@ -233,6 +235,14 @@ static void close_listener (struct listener *l) {
     uv_close((uv_handle_t *)&l->socks[i]->handle, free_lsock);
   }
   l->nsocks = 0;
+}
+
+/* At the end of tether.run (or of an attached state, or of the Lua state):
+   every listener still open closes. */
+void tether__listeners_stop (struct ctx *c) {
+  while (!queue_empty(&c->listeners))
+    close_listener(
+        queue_data(queue_head(&c->listeners), struct listener, node));
 }
 
 static void on_connection (uv_stream_t *server, int status) {
@@ -433,6 +443,7 @@ static int core_tcp_listen (lua_State *L) {
   l = lua_newuserdatauv(L, sizeof *l, 0);
   memset(l, 0, sizeof *l);
   l->ctx = c;
+  queue_init(&l->node);
   l->closed = 1; /* until every address listens */
   tether__waitq_init(&l->acceptor);
   tether__set_metatable(L, c, CLASS_LISTENER);
@@ -453,6 +464,7 @@ static int core_tcp_listen (lua_State *L) {
     }
   }
   l->closed = 0;
+  queue_insert_tail(&c->listeners, &l->node);
   if (err < 0) {
     close_listener(l);
     return tether__raise_uv(L, c, err, fname, "listen");

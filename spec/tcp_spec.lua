@@ -190,6 +190,22 @@ describe("listeners", function()
     end)
   end)
 
+  it("a listener and a connection still open when run returns are closed then",
+    function()
+      local kept
+      helper.run(function()
+        local l = tether.listen_tcp { host = "127.0.0.1" }
+        kept = { l, tether.connect_tcp("127.0.0.1", l.port) }
+      end)
+      local l, c = kept[1], kept[2]
+      assert.matches("closed", tostring(l))
+      assert.matches("closed", tostring(c))
+      assert.equal("ClosedResourceError", helper.kind(helper.error_of(l.accept, l)))
+      assert.equal("ClosedResourceError", helper.kind(helper.error_of(c.receive, c)))
+      kept = nil
+      collectgarbage()
+    end)
+
   it("binding a port in use raises OSError at once", function()
     helper.run(function()
       local l <close> = tether.listen_tcp { host = "127.0.0.1" }
