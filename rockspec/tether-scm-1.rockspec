@@ -63,6 +63,7 @@ build = {
     },
     ["tether"] = "lua/tether/init.lua",
     ["tether.errors"] = "lua/tether/errors.lua",
+    ["tether.net"] = "lua/tether/net.lua",
     ["tether.sync"] = "lua/tether/sync.lua",
   },
 }
