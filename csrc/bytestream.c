@@ -990,19 +990,18 @@ static struct stream *writable_stream (lua_State *L, struct ctx *c,
 
 static int send_call (lua_State *L);
 
-static int send_cancelled_k (lua_State *L, int status, lua_KContext k) {
-  struct task *t = tether__resumed(L, 2, k, send_cancelled_k);
+/*
+** A send starts over after it waited: 'woken' from the writer queue (room
+** in the queue, an error or a close), or else after the checkpoint of a
+** send started while cancelled (which raises if still cancelled).
+*/
+static int send_k (lua_State *L, int status, lua_KContext woken) {
+  struct task *t = tether__resumed(L, 2, woken, send_k);
   (void)status;
-  if (t->scope->effective)
+  if (woken)
+    tether__check_wake(L, t);
+  else if (t->scope->effective)
     return tether__raise_cancelled(L, t);
-  return send_call(L);
-}
-
-/* Woken with room in the queue (or an error, or a close): start over. */
-static int send_room_k (lua_State *L, int status, lua_KContext k) {
-  struct task *t = tether__resumed(L, 2, k, send_room_k);
-  (void)status;
-  tether__check_wake(L, t);
   return send_call(L);
 }
 
@@ -1017,9 +1016,9 @@ static int send_call (lua_State *L) {
     return tether__raise(L, c, ERROR_BUSY, fname,
                          "another task is already sending on this stream");
   if (t->scope->effective)
-    return tether__reschedule(L, t, 0, send_cancelled_k);
+    return tether__reschedule(L, t, 0, send_k);
   if ((lua_Integer)queued(s) >= s->high_water)
-    return tether__wait(L, t, &s->writer, 0, send_room_k);
+    return tether__wait(L, t, &s->writer, 1, send_k);
   commit(L, s, 2, npieces, fname);
   return tether__reschedule(L, t, 0, tether__scheduled_k);
 }
@@ -1049,18 +1048,14 @@ static int stream_send_nowait (lua_State *L) {
 
 static int flush_call (lua_State *L);
 
-static int flush_cancelled_k (lua_State *L, int status, lua_KContext k) {
-  struct task *t = tether__resumed(L, 1, k, flush_cancelled_k);
+/* A flush starts over after it waited (as send_k). */
+static int flush_k (lua_State *L, int status, lua_KContext woken) {
+  struct task *t = tether__resumed(L, 1, woken, flush_k);
   (void)status;
-  if (t->scope->effective)
+  if (woken)
+    tether__check_wake(L, t);
+  else if (t->scope->effective)
     return tether__raise_cancelled(L, t);
-  return flush_call(L);
-}
-
-static int flush_woken_k (lua_State *L, int status, lua_KContext k) {
-  struct task *t = tether__resumed(L, 1, k, flush_woken_k);
-  (void)status;
-  tether__check_wake(L, t);
   return flush_call(L);
 }
 
@@ -1073,9 +1068,9 @@ static int flush_call (lua_State *L) {
   if (s->write_error != 0)
     return tether__raise_uv(L, c, s->write_error, fname, "write");
   if (t->scope->effective)
-    return tether__reschedule(L, t, 0, flush_cancelled_k);
+    return tether__reschedule(L, t, 0, flush_k);
   if (queued(s) > 0)
-    return tether__wait(L, t, &s->flushers, 0, flush_woken_k);
+    return tether__wait(L, t, &s->flushers, 1, flush_k);
   return tether__reschedule(L, t, 0, tether__scheduled_k);
 }
 

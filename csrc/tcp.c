@@ -297,17 +297,14 @@ static int take_connection (lua_State *L, struct listener *l,
 
 static int accept_call (lua_State *L);
 
-static int accept_k (lua_State *L, int status, lua_KContext k) {
-  struct task *t = tether__resumed(L, 1, k, accept_k);
+/* An accept starts over after it waited: 'woken' from the acceptor queue,
+   or else after the checkpoint of an accept started while cancelled. */
+static int accept_k (lua_State *L, int status, lua_KContext woken) {
+  struct task *t = tether__resumed(L, 1, woken, accept_k);
   (void)status;
-  tether__check_wake(L, t);
-  return accept_call(L);
-}
-
-static int accept_cancelled_k (lua_State *L, int status, lua_KContext k) {
-  struct task *t = tether__resumed(L, 1, k, accept_cancelled_k);
-  (void)status;
-  if (t->scope->effective)
+  if (woken)
+    tether__check_wake(L, t);
+  else if (t->scope->effective)
     return tether__raise_cancelled(L, t);
   return accept_call(L);
 }
@@ -333,10 +330,10 @@ static int accept_call (lua_State *L) {
                          "another task is already accepting on this "
                          "listener");
   if (t->scope->effective)
-    return tether__reschedule(L, t, 0, accept_cancelled_k);
+    return tether__reschedule(L, t, 0, accept_k);
   if (take_connection(L, l, fname))
     return tether__reschedule(L, t, 0, accepted_k);
-  return tether__wait(L, t, &l->acceptor, 0, accept_k);
+  return tether__wait(L, t, &l->acceptor, 1, accept_k);
 }
 
 /* listener:accept() -> the next connection, as a Stream */
