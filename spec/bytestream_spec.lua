@@ -247,29 +247,11 @@ end
 -- }======================================================================
 
 -- No test may leave a descriptor open (streams closed by <close>, by close or by __gc).
-local descriptors_before
-
--- The number of this process's open descriptors.
-local function open_descriptors()
-  collectgarbage("collect")
-  collectgarbage("collect")
-  local p = assert(io.popen("ls /proc/" .. tether.getpid() .. "/fd"))
-  local n = 0
-  for _ in p:lines() do n = n + 1 end
-  p:close()
-  return n
+do
+  local before, after = helper.descriptor_check("the stream specs")
+  setup(before)
+  teardown(after)
 end
-
-setup(function()
-  -- The first loop of the process opens descriptors libuv keeps for the process's
-  -- lifetime: open them before counting.
-  helper.run(function() end)
-  descriptors_before = open_descriptors()
-end)
-
-teardown(function()
-  assert.equal(descriptors_before, open_descriptors(), "descriptors left open by the specs")
-end)
 
 -------------------------------------------------------------------------------------------
 describe("stream:receive", function()

@@ -143,6 +143,35 @@ end
 
 helper.lua5_4 = find_lua()
 
+--- The number of descriptors this process has open (after a full collection, so that
+--- objects closed by __gc are counted closed).
+function helper.open_descriptors()
+  collectgarbage("collect")
+  collectgarbage("collect")
+  local p = assert(io.popen("ls /proc/" .. require("tether").getpid() .. "/fd"))
+  local n = 0
+  for _ in p:lines() do n = n + 1 end
+  p:close()
+  return n
+end
+
+--- A check that a spec file's tests leave no descriptor open: returns the functions
+--- to give to busted's setup and teardown.  The first loop of the process opens
+--- descriptors libuv keeps for the process's lifetime, so one empty run comes before
+--- the count.
+function helper.descriptor_check(what)
+  local before
+  return function()
+    helper.run(function() end)
+    before = helper.open_descriptors()
+  end, function()
+    local after = helper.open_descriptors()
+    if after ~= before then
+      fail(("%d descriptor(s) left open by %s"):format(after - before, what), 1)
+    end
+  end
+end
+
 --- Writes `code` to a temporary file and runs it with helper.lua5_4, in the current
 --- directory, with this process's package.path/package.cpath (so the child loads
 --- the same tether build), stdin from /dev/null and stderr merged into stdout.

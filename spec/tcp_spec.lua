@@ -4,22 +4,11 @@
 local tether = require "tether"
 local helper = require "spec.helper"
 
-local function fd_count()
-  local p = assert(io.popen("ls /proc/" .. tether.getpid() .. "/fd"))
-  local n = 0
-  for _ in p:lines() do n = n + 1 end
-  p:close()
-  return n
+do
+  local before, after = helper.descriptor_check("the TCP specs")
+  setup(before)
+  teardown(after)
 end
-
-local baseline
-setup(function()
-  helper.run(function() end) -- libuv's own descriptors, kept for the process
-  baseline = fd_count()
-end)
-teardown(function()
-  assert.equal(baseline, fd_count(), "descriptors leaked by the TCP specs")
-end)
 
 local function misuse(pattern, fn, ...)
   local err = helper.error_of(fn, ...)
