@@ -1335,17 +1335,19 @@ static void start_stream (struct ctx *c, struct stream *s) {
 }
 
 /*
-** [-0, +1, m] a new TCP stream with its handle, not connected yet (see
-** tether__tcp_started). Returns NULL with *err set if libuv refuses the
-** handle; raises a memory error.
+** [-0, +1, m] a new stream of 'kind' ("tcp", or "unix" for a UNIX socket)
+** with its handle, not connected yet (see tether__stream_started). Returns
+** NULL with *err set if libuv refuses the handle; raises a memory error.
 */
-struct stream *tether__tcp_stream (lua_State *L, struct ctx *c, int *err) {
-  struct stream *s = new_stream(L, c, "tcp", 1, 1);
-  s->tcp = 1;
-  s->nodelay = 1;
+struct stream *tether__socket_stream (lua_State *L, struct ctx *c,
+                                      const char *kind, int *err) {
+  struct stream *s = new_stream(L, c, kind, 1, 1);
+  s->tcp = strcmp(kind, "tcp") == 0;
+  s->nodelay = s->tcp;
   if (attach_conn(c, s) == NULL)
     luaL_error(L, "not enough memory");
-  *err = uv_tcp_init(c->loop, &s->conn->h.tcp);
+  *err = s->tcp ? uv_tcp_init(c->loop, &s->conn->h.tcp)
+                : uv_pipe_init(c->loop, &s->conn->h.pipe, 0);
   if (*err < 0) {
     detach_conn(s);
     return NULL;
@@ -1353,13 +1355,13 @@ struct stream *tether__tcp_stream (lua_State *L, struct ctx *c, int *err) {
   return s;
 }
 
-/* The libuv handle of a stream made by tether__tcp_stream. */
-uv_tcp_t *tether__tcp_handle (struct stream *s) {
-  return &s->conn->h.tcp;
+/* The libuv handle of a stream made by tether__socket_stream. */
+uv_stream_t *tether__stream_handle (struct stream *s) {
+  return &s->conn->h.stream;
 }
 
-/* A stream made by tether__tcp_stream is connected: it opens. */
-void tether__tcp_started (struct stream *s) {
+/* A stream made by tether__socket_stream is connected: it opens. */
+void tether__stream_started (struct stream *s) {
   start_stream(s->ctx, s);
 }
 

@@ -515,10 +515,10 @@ TETHER__HIDDEN void tether__open_bytestream (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__streams_stop (struct ctx *c);
 TETHER__HIDDEN int tether__raise_uv (lua_State *L, struct ctx *c, int err,
                                      const char *fname, const char *op);
-TETHER__HIDDEN struct stream *tether__tcp_stream (lua_State *L, struct ctx *c,
-                                                  int *err);
-TETHER__HIDDEN uv_tcp_t *tether__tcp_handle (struct stream *s);
-TETHER__HIDDEN void tether__tcp_started (struct stream *s);
+TETHER__HIDDEN struct stream *
+tether__socket_stream (lua_State *L, struct ctx *c, const char *kind, int *err);
+TETHER__HIDDEN uv_stream_t *tether__stream_handle (struct stream *s);
+TETHER__HIDDEN void tether__stream_started (struct stream *s);
 TETHER__HIDDEN void tether__stream_abort (struct stream *s);
 
 /* tcp.c */

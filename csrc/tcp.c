@@ -122,7 +122,7 @@ static int connect_k (lua_State *L, int status, lua_KContext k) {
     return tether__raise_uv(L, TASK_CTX(t), err, "tether.tcp_connect",
                             "connect");
   }
-  tether__tcp_started(s);
+  tether__stream_started(s);
   lua_settop(L, CONNECT_STREAM);
   return 1;
 }
@@ -164,7 +164,7 @@ static int core_tcp_connect (lua_State *L) {
                                luaL_tolstring(L, 3, NULL));
   if (t->scope->effective)
     return tether__reschedule(L, t, 0, connect_cancelled_k);
-  s = tether__tcp_stream(L, c, &err);
+  s = tether__socket_stream(L, c, "tcp", &err);
   if (s == NULL)
     return tether__raise_uv(L, c, err, fname, "socket");
   r = calloc(1, sizeof *r);
@@ -176,10 +176,11 @@ static int core_tcp_connect (lua_State *L) {
   lua_pushlightuserdata(L, r);
   err = 0;
   if (!lua_isnil(L, 3))
-    err = uv_tcp_bind(tether__tcp_handle(s), (struct sockaddr *)&local, 0);
+    err = uv_tcp_bind((uv_tcp_t *)tether__stream_handle(s),
+                      (struct sockaddr *)&local, 0);
   if (err == 0)
-    err = uv_tcp_connect(&r->req, tether__tcp_handle(s), (struct sockaddr *)&sa,
-                         on_connect);
+    err = uv_tcp_connect(&r->req, (uv_tcp_t *)tether__stream_handle(s),
+                         (struct sockaddr *)&sa, on_connect);
   if (err < 0) {
     free(r);
     tether__stream_abort(s);
@@ -278,17 +279,16 @@ static int take_connection (lua_State *L, struct listener *l,
     }
     if (sock->pending > 0) {
       int err;
-      struct stream *s = tether__tcp_stream(L, l->ctx, &err);
+      struct stream *s = tether__socket_stream(L, l->ctx, "tcp", &err);
       if (s == NULL)
         return tether__raise_uv(L, l->ctx, err, fname, "accept");
-      err = uv_accept((uv_stream_t *)&sock->handle,
-                      (uv_stream_t *)tether__tcp_handle(s));
+      err = uv_accept((uv_stream_t *)&sock->handle, tether__stream_handle(s));
       sock->pending--;
       if (err < 0) {
         tether__stream_abort(s);
         return tether__raise_uv(L, l->ctx, err, fname, "accept");
       }
-      tether__tcp_started(s);
+      tether__stream_started(s);
       return 1;
     }
   }
