@@ -62,6 +62,7 @@ local WORKLOADS = {
   { id = "w5", script = "w5_signal.lua", variants = { "tether", "floor", "cqueues", "luv" } },
   { id = "w6", script = "w6_idle_memory.lua",
     variants = { "tether", "floor", "cqueues", "luv" } },
+  { id = "w8", script = "w8_idle_conns.lua", variants = { "tether" } },
 }
 
 local selected = {}
@@ -220,6 +221,10 @@ local ROWS = {
     key = "rss_bytes_per_task", digits = 0, max = 1400 },
   { label = "W6 idle blocked task, Lua heap growth (B)", w = "w6", t = "tether",
     key = "gc_bytes_per_task", digits = 0, max = 1400 },
+  { label = "W8 idle TCP connection with its task, RSS growth (B)", w = "w8", t = "tether",
+    key = "rss_bytes_per_conn", digits = 0, max = 5120, tether_only = true },
+  { label = "W8 idle TCP connection with its task, Lua heap growth (B)", w = "w8",
+    t = "tether", key = "gc_bytes_per_conn", digits = 0, tether_only = true },
 }
 
 local function target_text(row)
