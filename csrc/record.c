@@ -457,6 +457,8 @@ void tether__abandon_tasks (lua_State *L, struct ctx *c) {
     struct task *t = tether__live_record(c, slot);
     if (t == NULL)
       continue;
+    if (t->state == TASK_PARKED && t->abort != NULL)
+      t->abort(t); /* out of what it waits on (a wait queue keeps a count) */
     if (t->L != NULL && lua_status(t->L) != LUA_OK) {
       drop_thread(L, c, t->thread_ref); /* suspended: cannot be reused */
       t->L = NULL;
