@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -1226,6 +1227,24 @@ static int stream_set_option (lua_State *L) {
                              name);
 }
 
+/* [-0, +1, m] a UNIX stream's own ('local') or its peer's socket file:
+   {path =}, or nil for an unnamed socket or a closed stream. */
+static void push_unix_address (lua_State *L, struct stream *s, int local) {
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+  size_t len = sizeof path;
+  int err = UV_ENOTSOCK;
+  if (s->conn != NULL && !s->closed)
+    err = local ? uv_pipe_getsockname(&s->conn->h.pipe, path, &len)
+                : uv_pipe_getpeername(&s->conn->h.pipe, path, &len);
+  if (err < 0 || len == 0)
+    lua_pushnil(L);
+  else {
+    lua_createtable(L, 0, 1);
+    lua_pushlstring(L, path, len);
+    lua_setfield(L, -2, "path");
+  }
+}
+
 /* Fields: options and addresses; methods from the methods table. */
 static int stream__index (lua_State *L) {
   struct stream *s = check_stream(L, CTX(L), "stream.__index");
@@ -1250,6 +1269,10 @@ static int stream__index (lua_State *L) {
     else
       lua_pushnil(L); /* a TCP option */
   }
+  else if ((strcmp(key, "local_address") == 0 ||
+            strcmp(key, "remote_address") == 0) &&
+           strcmp(s->kind, "unix") == 0)
+    push_unix_address(L, s, key[0] == 'l');
   else if (strcmp(key, "local_address") == 0 ||
            strcmp(key, "remote_address") == 0) {
     struct sockaddr_storage sa;
