@@ -30,12 +30,13 @@
    that fits in sun_path. */
 static const char *check_path (lua_State *L, int idx, const char *fname) {
   struct sockaddr_un sun;
-  size_t len;
-  const char *path = lua_tolstring(L, idx, &len);
-  if (lua_type(L, idx) != LUA_TSTRING || len == 0)
-    tether__fname_error(
-        L, fname, "path must be a non-empty string, got %s",
-        lua_type(L, idx) == LUA_TSTRING ? "\"\"" : luaL_typename(L, idx));
+  size_t len = 0;
+  const char *path = NULL;
+  if (lua_type(L, idx) == LUA_TSTRING)
+    path = lua_tolstring(L, idx, &len);
+  if (len == 0)
+    tether__fname_error(L, fname, "path must be a non-empty string, got %s",
+                        path != NULL ? "\"\"" : luaL_typename(L, idx));
   if (strlen(path) != len)
     tether__fname_error(L, fname, "path must not contain NUL bytes");
   if (len >= sizeof sun.sun_path)
@@ -172,12 +173,24 @@ static int is_stale_socket (const char *path) {
   return refused;
 }
 
-/* Binds the pipe 'sock' to 'path', replacing a stale socket file; 0 or a
-   libuv error. */
-static int bind_path (uv_pipe_t *sock, const char *path) {
-  int err = uv_pipe_bind(sock, path);
-  if (err == UV_EADDRINUSE && is_stale_socket(path) && unlink(path) == 0)
-    err = uv_pipe_bind(sock, path);
+/* A socket bound to 'path' (replacing a stale socket file), or a libuv
+   error. It binds by itself, not with uv_pipe_bind, because libuv would
+   remove the file at uv_close even if another one replaced it meanwhile. */
+static int bind_path (const char *path) {
+  struct sockaddr_un sun;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), err;
+  if (fd < 0)
+    return uv_translate_sys_error(errno);
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  memcpy(sun.sun_path, path, strlen(path) + 1);
+  if (bind(fd, (struct sockaddr *)&sun, sizeof sun) == 0)
+    return fd;
+  if (errno == EADDRINUSE && is_stale_socket(path) && unlink(path) == 0 &&
+      bind(fd, (struct sockaddr *)&sun, sizeof sun) == 0)
+    return fd;
+  err = uv_translate_sys_error(errno);
+  close(fd);
   return err;
 }
 
@@ -195,7 +208,7 @@ static int core_unix_listen (lua_State *L) {
   struct listener *l;
   struct stat st;
   uv_stream_t *sock;
-  int err;
+  int err, fd;
   if (backlog < 1 || backlog > INT_MAX)
     return tether__fname_error(L, fname, "backlog must be a positive integer");
   if (mode > 07777)
@@ -209,13 +222,14 @@ static int core_unix_listen (lua_State *L) {
   lua_settop(L, 1);
   l = tether__new_listener(L, c, "unix");
   sock = tether__listener_socket(l, &err);
-  if (sock != NULL)
-    err = bind_path((uv_pipe_t *)sock, path);
+  fd = sock == NULL ? err : bind_path(path);
+  err = fd < 0 ? fd : 0;
   if (err == 0) { /* the file is ours from here on: closing removes it */
     if (lstat(path, &st) == 0)
       tether__listener_bound_file(l, path, &st);
-    else
-      err = uv_translate_sys_error(errno);
+    err = uv_pipe_open((uv_pipe_t *)sock, fd);
+    if (err < 0)
+      close(fd);
   }
   if (err == 0 && mode >= 0 && chmod(path, (mode_t)mode) != 0)
     err = uv_translate_sys_error(errno);
