@@ -529,6 +529,8 @@
 --- Listens for connections on the UNIX socket file `path`. A stale socket
 -- file there (nobody listens on it any more) is replaced; closing the
 -- listener removes the file, unless another one replaced it meanwhile.
+-- Telling a stale file from a live one takes a connection attempt: a server
+-- listening there sees a connection that closes at once.
 -- @function listen_unix
 -- @tparam string path the socket file (shorter than 108 bytes)
 -- @tparam[opt] table opts `mode` (the file's permissions, such as
