@@ -37,6 +37,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -1228,19 +1229,26 @@ static int stream_set_option (lua_State *L) {
 }
 
 /* [-0, +1, m] a UNIX stream's own ('local') or its peer's socket file:
-   {path =}, or nil for an unnamed socket or a closed stream. */
+   {path =}, or nil for an unnamed socket or a closed stream. (Not with
+   uv_pipe_getsockname, which reads past what the kernel filled in for an
+   unnamed socket.) */
 static void push_unix_address (lua_State *L, struct stream *s, int local) {
-  char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
-  size_t len = sizeof path;
-  int err = UV_ENOTSOCK;
-  if (s->conn != NULL && !s->closed)
-    err = local ? uv_pipe_getsockname(&s->conn->h.pipe, path, &len)
-                : uv_pipe_getpeername(&s->conn->h.pipe, path, &len);
-  if (err < 0 || len == 0)
-    lua_pushnil(L);
+  struct sockaddr_un sun;
+  socklen_t len = sizeof sun;
+  uv_os_fd_t fd;
+  size_t n = 0;
+  memset(&sun, 0, sizeof sun);
+  if (s->conn != NULL && !s->closed &&
+      uv_fileno(&s->conn->h.handle, &fd) == 0 &&
+      (local ? getsockname(fd, (struct sockaddr *)&sun, &len)
+             : getpeername(fd, (struct sockaddr *)&sun, &len)) == 0 &&
+      len > offsetof(struct sockaddr_un, sun_path))
+    n = strnlen(sun.sun_path, len - offsetof(struct sockaddr_un, sun_path));
+  if (n == 0)
+    lua_pushnil(L); /* also an abstract address: tether makes none */
   else {
     lua_createtable(L, 0, 1);
-    lua_pushlstring(L, path, len);
+    lua_pushlstring(L, sun.sun_path, n);
     lua_setfield(L, -2, "path");
   }
 }
