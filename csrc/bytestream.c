@@ -37,9 +37,11 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -1226,6 +1228,31 @@ static int stream_set_option (lua_State *L) {
                              name);
 }
 
+/* [-0, +1, m] a UNIX stream's own ('local') or its peer's socket file:
+   {path =}, or nil for an unnamed socket or a closed stream. (Not with
+   uv_pipe_getsockname, which reads past what the kernel filled in for an
+   unnamed socket.) */
+static void push_unix_address (lua_State *L, struct stream *s, int local) {
+  struct sockaddr_un sun;
+  socklen_t len = sizeof sun;
+  uv_os_fd_t fd;
+  size_t n = 0;
+  memset(&sun, 0, sizeof sun);
+  if (s->conn != NULL && !s->closed &&
+      uv_fileno(&s->conn->h.handle, &fd) == 0 &&
+      (local ? getsockname(fd, (struct sockaddr *)&sun, &len)
+             : getpeername(fd, (struct sockaddr *)&sun, &len)) == 0 &&
+      len > offsetof(struct sockaddr_un, sun_path))
+    n = strnlen(sun.sun_path, len - offsetof(struct sockaddr_un, sun_path));
+  if (n == 0)
+    lua_pushnil(L); /* also an abstract address: tether makes none */
+  else {
+    lua_createtable(L, 0, 1);
+    lua_pushlstring(L, sun.sun_path, n);
+    lua_setfield(L, -2, "path");
+  }
+}
+
 /* Fields: options and addresses; methods from the methods table. */
 static int stream__index (lua_State *L) {
   struct stream *s = check_stream(L, CTX(L), "stream.__index");
@@ -1250,6 +1277,10 @@ static int stream__index (lua_State *L) {
     else
       lua_pushnil(L); /* a TCP option */
   }
+  else if ((strcmp(key, "local_address") == 0 ||
+            strcmp(key, "remote_address") == 0) &&
+           strcmp(s->kind, "unix") == 0)
+    push_unix_address(L, s, key[0] == 'l');
   else if (strcmp(key, "local_address") == 0 ||
            strcmp(key, "remote_address") == 0) {
     struct sockaddr_storage sa;

@@ -295,7 +295,7 @@ struct ctx {
   const void *class_mts[NCLASSES]; /* the same, by address */
   int opened;                      /* luaopen_tether_core completed */
   struct queue conns;              /* byte streams' connections, until freed */
-  struct queue listeners;          /* open TCP listeners */
+  struct queue listeners;          /* open listeners */
   char *scratch;           /* where a stream with nothing buffered reads */
   int sigpipe_held;        /* tether.run keeps SIGPIPE from killing it */
   int error_refs[NERRORS]; /* tables of the error classes */
@@ -523,9 +523,29 @@ TETHER__HIDDEN void tether__stream_abort (struct stream *s);
 
 /* tcp.c */
 TETHER__HIDDEN void tether__open_tcp (lua_State *L, struct ctx *c);
-TETHER__HIDDEN void tether__listeners_stop (struct ctx *c);
 TETHER__HIDDEN void tether__push_address (lua_State *L,
                                           const struct sockaddr *sa);
+
+/* listener.c */
+#define LISTEN_MAX 8 /* listening sockets of one listener */
+struct listener;
+struct stat;
+TETHER__HIDDEN void tether__open_listener (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__listeners_stop (struct ctx *c);
+TETHER__HIDDEN struct listener *
+tether__new_listener (lua_State *L, struct ctx *c, const char *kind);
+TETHER__HIDDEN uv_stream_t *tether__listener_socket (struct listener *l,
+                                                     int *err);
+TETHER__HIDDEN uv_stream_t *tether__listener_first (struct listener *l);
+TETHER__HIDDEN int tether__listener_listen (uv_stream_t *sock, int backlog);
+TETHER__HIDDEN void tether__listener_bound_file (struct listener *l,
+                                                 const char *path,
+                                                 const struct stat *st);
+TETHER__HIDDEN int tether__listener_open (lua_State *L, struct listener *l,
+                                          int port, int err, const char *fname);
+
+/* unix.c */
+TETHER__HIDDEN void tether__open_unix (lua_State *L, struct ctx *c);
 
 /* event.c, stream.c */
 TETHER__HIDDEN void tether__open_event (lua_State *L, struct ctx *c);

@@ -1,14 +1,14 @@
 /*
 ** tcp.c
-** TCP: connecting a stream to one address, listeners and accept, and name
-** resolution (getaddrinfo). Happy Eyeballs, serving and the name-based
-** calls are the facade's (lua/tether/net.lua), built on these.
+** TCP: connecting a stream to one address, listening (the Listener and
+** accept are listener.c's), and name resolution (getaddrinfo). Happy
+** Eyeballs, serving and the name-based calls are the facade's
+** (lua/tether/net.lua), built on these.
 **
-** Every wait is on a wait queue: a connect waits on its request's, an
-** accept on its listener's, a lookup on its request's. A request that a
-** cancelled task leaves behind is 'abandoned': its callback, which libuv
-** always calls, frees it. A cancelled connect closes its socket (so it left
-** nothing behind); a cancelled accept leaves the connection queued.
+** Every wait is on a wait queue of its own request (a connect's, a
+** lookup's). A request that a cancelled task leaves behind is 'abandoned':
+** its callback, which libuv always calls, frees it. A cancelled connect closes its socket (so it left
+** nothing behind).
 */
 
 #define _DEFAULT_SOURCE
@@ -22,9 +22,6 @@
 #include "internal.h"
 
 #define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
-
-/* Listening sockets of one listener (one per address it listens on). */
-#define LISTEN_MAX 8
 
 /* [-0, +1, m] pushes {host =, port =, family =} for an IP address. */
 void tether__push_address (lua_State *L, const struct sockaddr *sa) {
@@ -192,228 +189,28 @@ static int core_tcp_connect (lua_State *L) {
 /* }==================================================================== */
 
 /* {====================================================================
-** Listeners
+** Listening
 ** ===================================================================== */
 
-struct listener;
-
-/* One listening socket; freed by its close callback. */
-struct lsock {
-  uv_tcp_t handle;
-  struct listener *owner; /* NULL once the listener closed */
-  int pending;            /* connections libuv holds for uv_accept */
-  int error;              /* a failed accept, for the next accept() */
-};
-
-struct listener {
-  struct ctx *ctx;
-  struct queue node; /* ctx->listeners while open */
-  struct waitq acceptor;
-  struct lsock *socks[LISTEN_MAX];
-  int nsocks;
-  int port;
-  int closed;
-};
-
-static void free_lsock (uv_handle_t *h) {
-  free(h->data);
-}
-
-static void close_listener (struct listener *l) {
-  static const struct wake_error closed_while_accepting = {
-      ERROR_CLOSED, "listener:accept: the listener was closed while a task "
-                    "was accepting"};
-  struct task *t;
-  int i;
-  if (l->closed)
-    return;
-  l->closed = 1;
-  queue_remove(&l->node);
-  while ((t = tether__waitq_first(&l->acceptor)) != NULL)
-    tether__waitq_raise(t, &closed_while_accepting);
-  for (i = 0; i < l->nsocks; i++) {
-    l->socks[i]->owner = NULL;
-    uv_close((uv_handle_t *)&l->socks[i]->handle, free_lsock);
-  }
-  l->nsocks = 0;
-}
-
-/* At the end of tether.run (or of an attached state, or of the Lua state):
-   every listener still open closes. */
-void tether__listeners_stop (struct ctx *c) {
-  while (!queue_empty(&c->listeners))
-    close_listener(
-        queue_data(queue_head(&c->listeners), struct listener, node));
-}
-
-static void on_connection (uv_stream_t *server, int status) {
-  struct lsock *sock = server->data;
-  struct listener *l = sock->owner;
-  if (l == NULL)
-    return;
-  if (status < 0)
-    sock->error = status;
-  else
-    sock->pending++;
-  if (l->acceptor.count > 0) {
-    struct task *t = tether__waitq_first(&l->acceptor);
-    t->nresume = 0;
-    tether__waitq_wake(t, WAKE_OK);
-  }
-}
-
-static struct listener *check_listener (lua_State *L, const char *fname) {
-  return tether__check_self(L, 1, CTX(L), CLASS_LISTENER, fname);
-}
-
-/* Takes a queued connection as a Stream; 0 when none is queued. */
-static int take_connection (lua_State *L, struct listener *l,
-                            const char *fname) {
-  int i;
-  for (i = 0; i < l->nsocks; i++) {
-    struct lsock *sock = l->socks[i];
-    if (sock->error < 0) {
-      int err = sock->error;
-      sock->error = 0;
-      return tether__raise_uv(L, l->ctx, err, fname, "accept");
-    }
-    if (sock->pending > 0) {
-      int err;
-      struct stream *s = tether__socket_stream(L, l->ctx, "tcp", &err);
-      if (s == NULL)
-        return tether__raise_uv(L, l->ctx, err, fname, "accept");
-      err = uv_accept((uv_stream_t *)&sock->handle, tether__stream_handle(s));
-      sock->pending--;
-      if (err < 0) {
-        tether__stream_abort(s);
-        return tether__raise_uv(L, l->ctx, err, fname, "accept");
-      }
-      tether__stream_started(s);
-      return 1;
-    }
-  }
-  return 0;
-}
-
-static int accept_call (lua_State *L);
-
-/* An accept starts over after it waited: 'woken' from the acceptor queue,
-   or else after the checkpoint of an accept started while cancelled. */
-static int accept_k (lua_State *L, int status, lua_KContext woken) {
-  struct task *t = tether__resumed(L, 1, woken, accept_k);
-  (void)status;
-  if (woken)
-    tether__check_wake(L, t);
-  else if (t->scope->effective)
-    return tether__raise_cancelled(L, t);
-  return accept_call(L);
-}
-
-/* A connection was taken at once: a schedule point, then it returns. */
-static int accepted_k (lua_State *L, int status, lua_KContext k) {
-  (void)status;
-  tether__resumed(L, 2, k, accepted_k);
-  return 1;
-}
-
-static int accept_call (lua_State *L) {
-  const char *fname = "listener:accept";
-  struct ctx *c = CTX(L);
-  struct listener *l = check_listener(L, fname);
-  struct task *t;
-  lua_settop(L, 1);
-  if (l->closed)
-    return tether__raise(L, c, ERROR_CLOSED, fname, "the listener is closed");
-  t = tether__check_task(L, c, fname);
-  if (l->acceptor.count > 0)
-    return tether__raise(L, c, ERROR_BUSY, fname,
-                         "another task is already accepting on this "
-                         "listener");
-  if (t->scope->effective)
-    return tether__reschedule(L, t, 0, accept_k);
-  if (take_connection(L, l, fname))
-    return tether__reschedule(L, t, 0, accepted_k);
-  return tether__wait(L, t, &l->acceptor, 1, accept_k);
-}
-
-/* listener:accept() -> the next connection, as a Stream */
-static int listener_accept (lua_State *L) {
-  return accept_call(L);
-}
-
-/* for conn in listener do ... end */
-static int listener__call (lua_State *L) {
-  return accept_call(L);
-}
-
-/* listener:close(), <close>, __gc */
-static int listener_close (lua_State *L) {
-  struct listener *l = tether__test_class(L, 1, CTX(L), CLASS_LISTENER);
-  if (l == NULL)
-    check_listener(L, "listener:close");
-  else
-    close_listener(l);
-  return 0;
-}
-
-static int listener__index (lua_State *L) {
-  struct listener *l = check_listener(L, "listener.__index");
-  const char *key = lua_tostring(L, 2);
-  if (key != NULL && strcmp(key, "port") == 0)
-    lua_pushinteger(L, l->port);
-  else if (key != NULL && strcmp(key, "addresses") == 0) {
-    int i;
-    lua_createtable(L, l->nsocks, 0);
-    for (i = 0; i < l->nsocks; i++) {
-      struct sockaddr_storage sa;
-      int len = (int)sizeof sa;
-      if (uv_tcp_getsockname(&l->socks[i]->handle, (struct sockaddr *)&sa,
-                             &len) == 0) {
-        tether__push_address(L, (struct sockaddr *)&sa);
-        lua_rawseti(L, -2, i + 1);
-      }
-    }
-  }
-  else {
-    lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(2)); /* methods */
-  }
-  return 1;
-}
-
-static int listener__tostring (lua_State *L) {
-  struct listener *l = check_listener(L, "listener:__tostring");
-  lua_pushfstring(L, "tether.Listener (port %d, %s): %p", l->port,
-                  l->closed ? "closed" : "open", (void *)l);
-  return 1;
-}
-
-/* Binds and listens on one address; 0 or a libuv error. */
+/* Binds and listens on one more socket of listener 'l'; 0 or a libuv
+   error. */
 static int listen_on (struct listener *l, const struct sockaddr *sa,
                       int backlog, int reuse_port) {
-  struct lsock *sock = calloc(1, sizeof *sock);
   int err;
+  uv_stream_t *sock = tether__listener_socket(l, &err);
   if (sock == NULL)
-    return UV_ENOMEM;
-  err = uv_tcp_init(l->ctx->loop, &sock->handle);
-  if (err < 0) {
-    free(sock);
     return err;
-  }
-  sock->handle.data = sock;
-  sock->owner = l;
-  l->socks[l->nsocks++] = sock;
   if (reuse_port) {
     uv_os_fd_t fd;
     int on = 1;
-    err = uv_fileno((uv_handle_t *)&sock->handle, &fd);
+    err = uv_fileno((uv_handle_t *)sock, &fd);
     if (err == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on))
       err = uv_translate_sys_error(errno);
   }
   if (err == 0)
-    err = uv_tcp_bind(&sock->handle, sa, 0);
+    err = uv_tcp_bind((uv_tcp_t *)sock, sa, 0);
   if (err == 0)
-    err = uv_listen((uv_stream_t *)&sock->handle, backlog, on_connection);
+    err = tether__listener_listen(sock, backlog);
   return err;
 }
 
@@ -437,13 +234,7 @@ static int core_tcp_listen (lua_State *L) {
     return tether__fname_error(L, fname,
                                "called outside tether.run; listen inside a "
                                "task");
-  l = lua_newuserdatauv(L, sizeof *l, 0);
-  memset(l, 0, sizeof *l);
-  l->ctx = c;
-  queue_init(&l->node);
-  l->closed = 1; /* until every address listens */
-  tether__waitq_init(&l->acceptor);
-  tether__set_metatable(L, c, CLASS_LISTENER);
+  l = tether__new_listener(L, c, "tcp");
   for (i = 1; i <= n && err == 0; i++) {
     struct sockaddr_storage sa;
     lua_rawgeti(L, 1, i);
@@ -454,21 +245,14 @@ static int core_tcp_listen (lua_State *L) {
                       lua_toboolean(L, 4));
     if (err == 0 && port == 0) { /* the rest take the port this one got */
       int len = (int)sizeof sa;
-      uv_tcp_getsockname(&l->socks[0]->handle, (struct sockaddr *)&sa, &len);
+      uv_tcp_getsockname((uv_tcp_t *)tether__listener_first(l),
+                         (struct sockaddr *)&sa, &len);
       port = ntohs(sa.ss_family == AF_INET6
                        ? ((struct sockaddr_in6 *)&sa)->sin6_port
                        : ((struct sockaddr_in *)&sa)->sin_port);
     }
   }
-  l->closed = 0;
-  queue_insert_tail(&c->listeners, &l->node);
-  if (err < 0) {
-    close_listener(l);
-    return tether__raise_uv(L, c, err, fname, "listen");
-  }
-  l->port = port;
-  tether__hold_sigpipe(c);
-  return 1;
+  return tether__listener_open(L, l, port, err, fname);
 }
 
 /* }==================================================================== */
@@ -618,22 +402,11 @@ static int core_getaddrinfo (lua_State *L) {
 /* }==================================================================== */
 
 void tether__open_tcp (lua_State *L, struct ctx *c) {
-  static const luaL_Reg methods[] = {
-      {"accept", listener_accept}, {"close", listener_close}, {NULL, NULL}};
-  static const luaL_Reg metamethods[] = {{"__call", listener__call},
-                                         {"__close", listener_close},
-                                         {"__gc", listener_close},
-                                         {"__tostring", listener__tostring},
-                                         {NULL, NULL}};
-  static const struct class_def listener_class = {CLASS_LISTENER,
-                                                  TETHER_LISTENER_MT, methods,
-                                                  metamethods, listener__index};
   static const luaL_Reg funcs[] = {{"tcp_connect", core_tcp_connect},
                                    {"tcp_listen", core_tcp_listen},
                                    {"getaddrinfo", core_getaddrinfo},
                                    {NULL, NULL}};
-  tether__add_class(L, c, &listener_class, 0);
+  tether__open_listener(L, c); /* the Listener of TCP and UNIX sockets */
+  tether__open_unix(L, c);
   tether__add_functions(L, funcs);
-  tether__push_methods(L, c, CLASS_LISTENER);
-  lua_setfield(L, -2, "listener_methods");
 }

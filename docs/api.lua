@@ -511,6 +511,46 @@
 -- @treturn {table,...} `{host =, port =, family =}` per address
 -- @raise `OSError` (`op = "getaddrinfo"`, e.g. `EAI_NONAME`)
 
+--- UNIX sockets.
+-- @section unix
+
+--- Connects to the UNIX socket at `path`. A checkpoint; a cancelled connect
+-- leaves no socket behind.
+-- @function connect_unix
+-- @tparam string path the socket file (shorter than 108 bytes)
+-- @treturn Stream a UNIX stream; its `remote_address` is `{path = path}`
+-- @raise `OSError` with `op = "connect"` and `target = path` (`ENOENT`: no
+-- such file, `ECONNREFUSED`: nobody listens); misuse errors for a bad path
+-- @usage
+-- local conn <close> = tether.connect_unix("/run/app.sock")
+-- conn:send("status\n")
+-- print(conn:read_line())
+
+--- Listens for connections on the UNIX socket file `path`. A stale socket
+-- file there (nobody listens on it any more) is replaced; closing the
+-- listener removes the file, unless another one replaced it meanwhile.
+-- Telling a stale file from a live one takes a connection attempt: a server
+-- listening there sees a connection that closes at once.
+-- @function listen_unix
+-- @tparam string path the socket file (shorter than 108 bytes)
+-- @tparam[opt] table opts `mode` (the file's permissions, such as
+-- `tonumber("600", 8)`), `backlog` (default 511)
+-- @treturn Listener its `port` is nil, its `addresses` `{{path = path}}`
+-- @raise `OSError` with `op = "listen"` and `target = path` (`EADDRINUSE`:
+-- someone listens there, or the file is not a socket); misuse errors for a
+-- bad path or option
+
+--- `listen_unix` and `Listener:serve` in one call; under `tg:start` it
+-- passes the listener to `task_status:started`, as `serve_tcp` does.
+-- @function serve_unix
+-- @tparam function handler called with each connection, in a task of its own
+-- @tparam string path
+-- @tparam[opt] table opts `listen_unix`'s and `serve`'s options together
+-- @usage
+-- local listener = tg:start(tether.serve_unix, function(conn)
+--   for chunk in conn do conn:send(chunk) end
+-- end, "/tmp/echo.sock", { mode = tonumber("600", 8) })
+
 --- Errors.
 -- Every error tether raises on purpose is a table whose metatable is one of
 -- these classes; `tostring` of one reads `tether.Name: message`, which is also
@@ -931,7 +971,8 @@
 -- Fields: `read_ahead` (default 65536), `high_water` (default 65536),
 -- `linger` (seconds, default 5), set with `set_option`; `keepalive` and
 -- `nodelay` (TCP options: `false` and `nil` here); `local_address` and
--- `remote_address` (`nil` for socket pairs and pipes).
+-- `remote_address` (`{host =, port =, family =}` for TCP, `{path =}` for a
+-- UNIX socket's named end, `nil` for an unnamed one, socket pairs and pipes).
 -- @type Stream
 
 --- The next 1..`max` bytes, buffered ones first. A checkpoint.
@@ -1041,11 +1082,12 @@
 -- @tparam string name
 -- @param value
 
---- A TCP listener. A to-be-closed value; it is also closed when collected.
--- Calling it (as `for conn in listener do` does) is `accept`.
+--- A TCP or UNIX socket listener. A to-be-closed value; it is also closed
+-- when collected. Calling it (as `for conn in listener do` does) is
+-- `accept`.
 --
--- Fields: `port` (the bound port) and `addresses` (a list of
--- `{host, port, family}`).
+-- Fields: `port` (the bound port; nil for a UNIX listener) and `addresses`
+-- (a list of `{host, port, family}`, or `{{path =}}` for a UNIX listener).
 -- @type Listener
 
 --- The next connection, as a Stream. A checkpoint; a cancelled accept leaves
@@ -1056,8 +1098,8 @@
 -- `BusyResourceError` (another task is accepting); `OSError` (`op =
 -- "accept"`); `Cancelled`
 
---- Stops listening. Idempotent, not a checkpoint; a blocked `accept` raises
--- `ClosedResourceError`.
+--- Stops listening (a UNIX listener removes its socket file). Idempotent,
+-- not a checkpoint; a blocked `accept` raises `ClosedResourceError`.
 -- @function Listener:close
 
 --- Accepts forever, running `handler(conn)` as a task per connection (in

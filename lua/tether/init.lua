@@ -36,7 +36,9 @@ for _, name in ipairs {
   tether[name] = sync[name]
 end
 
-for _, name in ipairs { "connect_tcp", "listen_tcp", "serve_tcp" } do
+for _, name in ipairs {
+  "connect_tcp", "listen_tcp", "serve_tcp", "connect_unix", "listen_unix", "serve_unix",
+} do
   tether[name] = net[name]
 end
 

@@ -1,6 +1,6 @@
 --- Networking on top of the core's sockets: TCP connections with name
--- resolution and Happy Eyeballs, listeners on names, and serving (a task per
--- connection).
+-- resolution and Happy Eyeballs, listeners on names, UNIX sockets, and
+-- serving (a task per connection).
 -- @module tether.net
 
 local core = require "tether.core"
@@ -216,6 +216,68 @@ function net.serve_tcp(...)
   end
   listen_opts.port = port
   local listener = net.listen_tcp(listen_opts)
+  if status then status:started(listener) end
+  return net.serve(listener, handler, serve_opts)
+end
+
+-- Raises OSError `err` again with the socket file's path as its target.
+local function with_target(err, path)
+  if is(err, OSError) then err.target = path end
+  error(err, 0)
+end
+
+--- Connects to the UNIX socket at `path`; raises OSError (op "connect",
+-- target `path`).
+function net.connect_unix(path)
+  local ok, conn = pcall(core.unix_connect, path)
+  if ok then return conn end
+  with_target(conn, path)
+end
+
+local UNIX_LISTEN_OPTS = { mode = true, backlog = true }
+
+--- A Listener on the UNIX socket file `path`. `opts.mode` sets the file's
+-- permissions, `opts.backlog` the queue of pending connections. A stale
+-- socket file (nobody listens on it) is replaced; closing the listener
+-- removes the file.
+function net.listen_unix(path, opts)
+  local fname = "tether.listen_unix"
+  opts = check_opts(fname, opts, UNIX_LISTEN_OPTS)
+  local mode, backlog = opts.mode, opts.backlog or 511
+  if mode ~= nil and (math.type(mode) ~= "integer" or mode < 0 or mode > 4095) then
+    misuse(fname, "mode must be an integer in 0..4095 (such as tonumber(\"600\", 8)), got %s",
+      tostring(mode))
+  end
+  if math.type(backlog) ~= "integer" or backlog < 1 then
+    misuse(fname, "backlog must be an integer > 0")
+  end
+  local ok, listener = pcall(core.unix_listen, path, backlog, mode)
+  if ok then return listener end
+  with_target(listener, path)
+end
+
+--- `listen_unix` and `serve`: `serve_unix(handler, path[, opts])`, passing
+-- the listener to `task_status:started` under `tg:start` as `serve_tcp`
+-- does.
+function net.serve_unix(...)
+  local status, handler, path, opts
+  if type((...)) == "userdata" then
+    status, handler, path, opts = ...
+  else
+    handler, path, opts = ...
+  end
+  local fname = "tether.serve_unix"
+  if type(handler) ~= "function" and not (getmetatable(handler) or {}).__call then
+    misuse(fname, "handler must be a function, got %s", type(handler))
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    misuse(fname, "opts must be a table, got %s", type(opts))
+  end
+  local listen_opts, serve_opts = {}, {}
+  for k, v in pairs(opts or {}) do
+    if SERVE_OPTS[k] then serve_opts[k] = v else listen_opts[k] = v end
+  end
+  local listener = net.listen_unix(path, listen_opts)
   if status then status:started(listener) end
   return net.serve(listener, handler, serve_opts)
 end
