@@ -521,6 +521,14 @@ TETHER__HIDDEN uv_stream_t *tether__stream_handle (struct stream *s);
 TETHER__HIDDEN void tether__stream_started (struct stream *s);
 TETHER__HIDDEN void tether__stream_abort (struct stream *s);
 
+/* connect.c */
+TETHER__HIDDEN void tether__on_connect (uv_connect_t *req, int status);
+TETHER__HIDDEN uv_connect_t *tether__connect_request (lua_State *L,
+                                                      struct ctx *c,
+                                                      const char *kind,
+                                                      const char *fname);
+TETHER__HIDDEN int tether__connect_wait (lua_State *L, struct task *t, int err);
+
 /* tcp.c */
 TETHER__HIDDEN void tether__open_tcp (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__push_address (lua_State *L,

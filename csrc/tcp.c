@@ -71,59 +71,6 @@ static int parse_ip (lua_State *L, int idx, int port,
 ** Connecting
 ** ===================================================================== */
 
-struct connect_req {
-  uv_connect_t req;
-  struct waitq waiting; /* the connecting task */
-  int status;
-  unsigned char done, abandoned;
-};
-
-static void on_connect (uv_connect_t *req, int status) {
-  struct connect_req *r = (struct connect_req *)req;
-  if (r->abandoned) {
-    free(r);
-    return;
-  }
-  r->status = status;
-  r->done = 1;
-  if (r->waiting.count > 0) {
-    struct task *t = tether__waitq_first(&r->waiting);
-    t->nresume = 0;
-    tether__waitq_wake(t, WAKE_OK);
-  }
-}
-
-/* Stack of a connect: host, port, local host, local port, the stream, the
-   request (light userdata). */
-#define CONNECT_STREAM 5
-#define CONNECT_REQ    6
-
-static int connect_k (lua_State *L, int status, lua_KContext k) {
-  struct task *t = tether__resumed(L, CONNECT_REQ, k, connect_k);
-  struct connect_req *r = lua_touserdata(L, CONNECT_REQ);
-  struct stream *s = lua_touserdata(L, CONNECT_STREAM);
-  int err;
-  (void)status;
-  if (t->wake != WAKE_OK) { /* cancelled: close the half-open socket */
-    if (r->done)
-      free(r);
-    else
-      r->abandoned = 1; /* its callback comes with UV_ECANCELED */
-    tether__stream_abort(s);
-    tether__check_wake(L, t);
-  }
-  err = r->status;
-  free(r);
-  if (err < 0) {
-    tether__stream_abort(s);
-    return tether__raise_uv(L, TASK_CTX(t), err, "tether.tcp_connect",
-                            "connect");
-  }
-  tether__stream_started(s);
-  lua_settop(L, CONNECT_STREAM);
-  return 1;
-}
-
 static int core_tcp_connect (lua_State *L);
 
 /* Started while cancelled: a checkpoint, then it starts over if a shield
@@ -144,8 +91,8 @@ static int core_tcp_connect (lua_State *L) {
   const char *fname = "tether.tcp_connect";
   struct ctx *c = CTX(L);
   struct sockaddr_storage sa, local;
-  struct connect_req *r;
-  struct stream *s;
+  uv_connect_t *req;
+  uv_tcp_t *handle;
   struct task *t;
   int err, port = check_port(L, 2, fname, 0);
   lua_settop(L, 4);
@@ -161,29 +108,15 @@ static int core_tcp_connect (lua_State *L) {
                                luaL_tolstring(L, 3, NULL));
   if (t->scope->effective)
     return tether__reschedule(L, t, 0, connect_cancelled_k);
-  s = tether__socket_stream(L, c, "tcp", &err);
-  if (s == NULL)
-    return tether__raise_uv(L, c, err, fname, "socket");
-  r = calloc(1, sizeof *r);
-  if (r == NULL) {
-    tether__stream_abort(s);
-    return luaL_error(L, "not enough memory");
-  }
-  tether__waitq_init(&r->waiting);
-  lua_pushlightuserdata(L, r);
+  req = tether__connect_request(L, c, "tcp", fname);
+  handle = (uv_tcp_t *)tether__stream_handle(lua_touserdata(L, -2));
   err = 0;
   if (!lua_isnil(L, 3))
-    err = uv_tcp_bind((uv_tcp_t *)tether__stream_handle(s),
-                      (struct sockaddr *)&local, 0);
+    err = uv_tcp_bind(handle, (struct sockaddr *)&local, 0);
   if (err == 0)
-    err = uv_tcp_connect(&r->req, (uv_tcp_t *)tether__stream_handle(s),
-                         (struct sockaddr *)&sa, on_connect);
-  if (err < 0) {
-    free(r);
-    tether__stream_abort(s);
-    return tether__raise_uv(L, c, err, fname, "connect");
-  }
-  return tether__wait(L, t, &r->waiting, 0, connect_k);
+    err =
+        uv_tcp_connect(req, handle, (struct sockaddr *)&sa, tether__on_connect);
+  return tether__connect_wait(L, t, err);
 }
 
 /* }==================================================================== */

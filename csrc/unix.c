@@ -51,58 +51,6 @@ static const char *check_path (lua_State *L, int idx, const char *fname) {
 ** Connecting
 ** ===================================================================== */
 
-struct connect_req {
-  uv_connect_t req;
-  struct waitq waiting; /* the connecting task */
-  int status;
-  unsigned char done, abandoned;
-};
-
-static void on_connect (uv_connect_t *req, int status) {
-  struct connect_req *r = (struct connect_req *)req;
-  if (r->abandoned) {
-    free(r);
-    return;
-  }
-  r->status = status;
-  r->done = 1;
-  if (r->waiting.count > 0) {
-    struct task *t = tether__waitq_first(&r->waiting);
-    t->nresume = 0;
-    tether__waitq_wake(t, WAKE_OK);
-  }
-}
-
-/* Stack of a connect: path, the stream, the request (light userdata). */
-#define CONNECT_STREAM 2
-#define CONNECT_REQ    3
-
-static int connect_k (lua_State *L, int status, lua_KContext k) {
-  struct task *t = tether__resumed(L, CONNECT_REQ, k, connect_k);
-  struct connect_req *r = lua_touserdata(L, CONNECT_REQ);
-  struct stream *s = lua_touserdata(L, CONNECT_STREAM);
-  int err;
-  (void)status;
-  if (t->wake != WAKE_OK) { /* cancelled: close the half-open socket */
-    if (r->done)
-      free(r);
-    else
-      r->abandoned = 1; /* its callback comes with UV_ECANCELED */
-    tether__stream_abort(s);
-    tether__check_wake(L, t);
-  }
-  err = r->status;
-  free(r);
-  if (err < 0) {
-    tether__stream_abort(s);
-    return tether__raise_uv(L, TASK_CTX(t), err, "tether.connect_unix",
-                            "connect");
-  }
-  tether__stream_started(s);
-  lua_settop(L, CONNECT_STREAM);
-  return 1;
-}
-
 static int core_unix_connect (lua_State *L);
 
 /* Started while cancelled: a checkpoint, then it starts over if a shield
@@ -123,27 +71,17 @@ static int core_unix_connect (lua_State *L) {
   const char *fname = "tether.connect_unix";
   struct ctx *c = CTX(L);
   const char *path = check_path(L, 1, fname);
-  struct connect_req *r;
-  struct stream *s;
+  uv_connect_t *req;
   struct task *t;
-  int err;
   lua_settop(L, 1);
   t = tether__check_task(L, c, fname);
   if (t->scope->effective)
     return tether__reschedule(L, t, 0, connect_cancelled_k);
-  s = tether__socket_stream(L, c, "unix", &err);
-  if (s == NULL)
-    return tether__raise_uv(L, c, err, fname, "socket");
-  r = calloc(1, sizeof *r);
-  if (r == NULL) {
-    tether__stream_abort(s);
-    return luaL_error(L, "not enough memory");
-  }
-  tether__waitq_init(&r->waiting);
-  lua_pushlightuserdata(L, r);
-  uv_pipe_connect(&r->req, (uv_pipe_t *)tether__stream_handle(s), path,
-                  on_connect); /* its errors come to on_connect */
-  return tether__wait(L, t, &r->waiting, 0, connect_k);
+  req = tether__connect_request(L, c, "unix", fname);
+  uv_pipe_connect(
+      req, (uv_pipe_t *)tether__stream_handle(lua_touserdata(L, -2)), path,
+      tether__on_connect); /* its errors come to the callback */
+  return tether__connect_wait(L, t, 0);
 }
 
 /* }==================================================================== */

@@ -39,6 +39,7 @@ build = {
     ["tether.core"] = {
       sources = {
         "csrc/bytestream.c",
+        "csrc/connect.c",
         "csrc/core.c",
         "csrc/embed.c",
         "csrc/errors.c",
