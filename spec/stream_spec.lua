@@ -396,9 +396,10 @@ describe("send and receive", function()
         end)
         assert.same({ "got y" }, events)
 
-        local bsend = create(1)
+        local bsend, breceive = create(1) -- keep the receive end from the collector
         assert.equal("Cancelled", outcome_when_cancelled(function() bsend:send("x") end))
         assert.same(expected{ max_buffer_size = 1 }, stats(bsend))
+        breceive:close()
       end)
     end)
 
