@@ -339,7 +339,6 @@ void tether__open_tcp (lua_State *L, struct ctx *c) {
                                    {"tcp_listen", core_tcp_listen},
                                    {"getaddrinfo", core_getaddrinfo},
                                    {NULL, NULL}};
-  tether__open_listener(L, c); /* the Listener of TCP and UNIX sockets */
-  tether__open_unix(L, c);
+  (void)c;
   tether__add_functions(L, funcs);
 }
