@@ -51,6 +51,7 @@ build = {
         "csrc/scope.c",
         "csrc/signal.c",
         "csrc/sigstate.c",
+        "csrc/stdio.c",
         "csrc/stream.c",
         "csrc/task.c",
         "csrc/tcp.c",
