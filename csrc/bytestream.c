@@ -279,8 +279,9 @@ void tether__streams_stop (struct ctx *c) {
     struct conn *conn = queue_data(queue_head(&c->conns), struct conn, node);
     queue_remove(&conn->node);
     if (conn->owner != NULL)
-      close_stream(conn->owner, 1);
-    close_conn(conn);
+      close_stream(conn->owner, 1); /* closes the connection too */
+    else
+      close_conn(conn); /* lingering */
   }
 }
 
