@@ -35,6 +35,7 @@
 #define _DEFAULT_SOURCE /* socketpair, pipe2, memmem beside POSIX */
 #define _GNU_SOURCE     /* pipe2, memmem */
 
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stddef.h>
@@ -65,6 +66,7 @@ struct conn {
     uv_stream_t stream;
     uv_pipe_t pipe;
     uv_tcp_t tcp;
+    uv_tty_t tty;
   } h;
   uv_timer_t linger;      /* bounds a closed stream's flush */
   uv_shutdown_t shutdown; /* send_eof */
@@ -72,6 +74,10 @@ struct conn {
   struct stream *owner;   /* the Lua side; NULL once it closed */
   size_t queued;          /* bytes committed, not yet written */
   int handles;            /* open handles: freed when none is left */
+  int file_fd;            /* a regular file's descriptor (no handle), or -1 */
+  int shared_fd;          /* a descriptor sharing the handle's file
+                             description (a standard one), or -1 */
+  int shared_flags;       /* its file status flags before, restored */
   unsigned char closing;  /* its handles are being closed */
   unsigned char lingering;
 };
@@ -151,6 +157,8 @@ int tether__raise_uv (lua_State *L, struct ctx *c, int err, const char *fname,
 static void free_conn (uv_handle_t *h) {
   struct conn *conn = h->data;
   if (--conn->handles == 0) {
+    if (conn->shared_fd >= 0) /* libuv made it non-blocking */
+      fcntl(conn->shared_fd, F_SETFL, conn->shared_flags);
     queue_remove(&conn->node);
     free(conn);
   }
@@ -161,6 +169,12 @@ static void close_conn (struct conn *conn) {
   if (conn->closing)
     return;
   conn->closing = 1;
+  if (conn->file_fd >= 0) { /* a regular file: no handle, nothing queued */
+    close(conn->file_fd);
+    queue_remove(&conn->node);
+    free(conn);
+    return;
+  }
   uv_close(&conn->h.handle, free_conn);
   if (conn->lingering)
     uv_close((uv_handle_t *)&conn->linger, free_conn);
@@ -174,7 +188,8 @@ static void on_linger (uv_timer_t *t) {
    then the connection closes. */
 static void release_conn (struct conn *conn, double linger) {
   conn->owner = NULL;
-  uv_read_stop(&conn->h.stream);
+  if (conn->file_fd < 0)
+    uv_read_stop(&conn->h.stream);
   if (conn->queued == 0 || !(linger > 0) ||
       uv_timer_init(conn->h.handle.loop, &conn->linger) < 0) {
     close_conn(conn);
@@ -258,12 +273,17 @@ static void close_stream (struct stream *s, int reset) {
    context's list (the context may be gone before the loop's close
    callbacks free them). */
 void tether__streams_stop (struct ctx *c) {
+  if (c->tty_mode_set) { /* a terminal set to raw gets its mode back */
+    uv_tty_reset_mode();
+    c->tty_mode_set = 0;
+  }
   while (!queue_empty(&c->conns)) {
     struct conn *conn = queue_data(queue_head(&c->conns), struct conn, node);
     queue_remove(&conn->node);
     if (conn->owner != NULL)
-      close_stream(conn->owner, 1);
-    close_conn(conn);
+      close_stream(conn->owner, 1); /* closes the connection too */
+    else
+      close_conn(conn); /* lingering */
   }
 }
 
@@ -280,7 +300,8 @@ static void on_read (uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
 static void resume_reading (struct stream *s) {
   size_t limit = (size_t)s->read_ahead;
   int err;
-  if (s->reading || s->conn == NULL || !s->readable || s->read_error != 0)
+  if (s->reading || s->conn == NULL || !s->readable || s->read_error != 0 ||
+      s->conn->file_fd >= 0) /* a regular file is read on demand */
     return;
   if (s->wanted > limit)
     limit = s->wanted;
@@ -692,6 +713,28 @@ static int try_read (lua_State *L, struct stream *s, enum read_op op) {
 
 static int read_k (lua_State *L, int status, lua_KContext k);
 
+/*
+** A regular file (a standard stream redirected to one) is read when a read
+** needs more, directly: the kernel never makes such a read wait for input.
+** End of file and errors end input as a socket's would.
+*/
+static void fill_from_file (struct stream *s) {
+  ssize_t n;
+  if (!reserve(s, READ_CHUNK)) {
+    s->read_error = UV_ENOMEM;
+    return;
+  }
+  do
+    n = read(s->conn->file_fd, s->buf + s->start + s->len, READ_CHUNK);
+  while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    s->len += (size_t)n;
+    s->received += n;
+  }
+  else
+    s->read_error = n == 0 ? UV_EOF : uv_translate_sys_error(errno);
+}
+
 /* Waits for input: the task parks on the reader queue, and the read runs
    again when it wakes. */
 static int wait_input (lua_State *L, struct stream *s, struct task *t,
@@ -747,6 +790,10 @@ static int read_call (lua_State *L, enum read_op op) {
   if (t->scope->effective)
     return tether__reschedule(L, t, KCTX(lua_gettop(L), op), read_cancelled_k);
   n = try_read(L, s, op);
+  while (n < 0 && s->conn->file_fd >= 0) {
+    fill_from_file(s);
+    n = try_read(L, s, op);
+  }
   if (n < 0)
     return wait_input(L, s, t, op);
   return tether__reschedule(L, t, KCTX(lua_gettop(L) - n, n), read_done_k);
@@ -909,6 +956,28 @@ static int check_data (lua_State *L, int idx, const char *fname) {
   return (int)n;
 }
 
+/* Writes to a regular file directly, all of it (the kernel does not make
+   such writes wait for room). */
+static void write_file (lua_State *L, struct stream *s, uv_buf_t *bufs,
+                        int npieces, const char *fname) {
+  int i;
+  for (i = 0; i < npieces; i++) {
+    size_t done = 0;
+    while (done < bufs[i].len) {
+      ssize_t n =
+          write(s->conn->file_fd, bufs[i].base + done, bufs[i].len - done);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0) {
+        s->write_error = uv_translate_sys_error(errno);
+        tether__raise_uv(L, s->ctx, s->write_error, fname, "write");
+      }
+      done += (size_t)n;
+      s->sent += n;
+    }
+  }
+}
+
 /*
 ** Commits the data at 'idx' whole: what the kernel takes at once is
 ** written, the rest is copied into the write queue. A failure after part
@@ -938,6 +1007,10 @@ static void commit (lua_State *L, struct stream *s, int idx, int npieces,
   }
   if (total == 0)
     return;
+  if (conn->file_fd >= 0) {
+    write_file(L, s, bufs, npieces, fname);
+    return;
+  }
   if (conn->queued == 0) {
     err = uv_try_write(&conn->h.stream, bufs, (unsigned)npieces);
     if (err >= 0)
@@ -1343,6 +1416,8 @@ static struct conn *attach_conn (struct ctx *c, struct stream *s) {
   memset(conn, 0, sizeof *conn);
   conn->h.handle.data = conn;
   conn->handles = 1;
+  conn->shared_fd = -1;
+  conn->file_fd = -1;
   conn->owner = s;
   queue_insert_tail(&c->conns, &conn->node);
   s->conn = conn;
@@ -1424,6 +1499,112 @@ static int attach_fd (struct ctx *c, struct stream *s, int fd) {
   return 0;
 }
 
+/*
+** [-0, +1, m] a stream over descriptor 'fd' (a pipe, a socket or a
+** terminal), which it then owns; 'shared' is a descriptor of the same file
+** description whose flags come back when the stream's handle closes (-1:
+** none). Returns NULL with *err set ('fd' is then still the caller's).
+*/
+struct stream *tether__fd_stream (lua_State *L, struct ctx *c, int fd,
+                                  int shared, int *err) {
+  uv_handle_type type = uv_guess_handle(fd);
+  const char *kind = type == UV_TTY    ? "tty"
+                     : type == UV_TCP  ? "tcp"
+                     : type == UV_FILE ? "file"
+                                       : "pipe";
+  struct stream *s;
+  struct conn *conn;
+  if (type != UV_TTY && type != UV_TCP && type != UV_NAMED_PIPE &&
+      type != UV_FILE) {
+    *err = UV_EBADF;
+    return NULL;
+  }
+  s = new_stream(L, c, kind, 1, 1);
+  s->tcp = type == UV_TCP;
+  s->nodelay = s->tcp;
+  conn = attach_conn(c, s);
+  if (conn == NULL) {
+    *err = UV_ENOMEM;
+    return NULL;
+  }
+  if (type == UV_FILE) { /* read and written directly: no handle */
+    conn->file_fd = fd;
+    s->closed = 0;
+    return s;
+  }
+  if (shared >= 0) {
+    conn->shared_fd = shared;
+    conn->shared_flags = fcntl(shared, F_GETFL);
+  }
+  *err = type == UV_TTY   ? uv_tty_init(c->loop, &conn->h.tty, fd, 1)
+         : type == UV_TCP ? uv_tcp_init(c->loop, &conn->h.tcp)
+                          : uv_pipe_init(c->loop, &conn->h.pipe, 0);
+  if (*err < 0) {
+    detach_conn(s);
+    return NULL;
+  }
+  if (type == UV_TTY) {
+    /* libuv may reopen the terminal (so that making it non-blocking does
+       not touch other processes), put the new description on 'fd' with
+       dup2 and use the new descriptor: then 'fd' is ours to close. */
+    uv_os_fd_t used;
+    if (uv_fileno(&conn->h.handle, &used) == 0 && used != fd)
+      close(fd);
+  }
+  else
+    *err = type == UV_TCP ? uv_tcp_open(&conn->h.tcp, fd)
+                          : uv_pipe_open(&conn->h.pipe, fd);
+  if (*err < 0) {
+    conn->shared_fd = -1;
+    tether__stream_abort(s);
+    return NULL;
+  }
+  start_stream(c, s);
+  return s;
+}
+
+/* Whether a stream is open (not closed). */
+int tether__stream_open (const struct stream *s) {
+  return !s->closed;
+}
+
+/* s:set_mode("normal" | "raw"): a terminal's mode; tether.run restores the
+   terminal's original mode when it returns */
+static int stream_set_mode (lua_State *L) {
+  const char *fname = "stream:set_mode";
+  struct ctx *c = CTX(L);
+  struct stream *s = open_stream(L, c, fname);
+  const char *mode = luaL_optstring(L, 2, "normal");
+  int err;
+  if (strcmp(s->kind, "tty") != 0)
+    return tether__fname_error(L, fname, "this stream is not a terminal");
+  if (strcmp(mode, "normal") != 0 && strcmp(mode, "raw") != 0)
+    return tether__fname_error(
+        L, fname, "mode must be \"normal\" or \"raw\", got %s", mode);
+  err = uv_tty_set_mode(&s->conn->h.tty,
+                        *mode == 'r' ? UV_TTY_MODE_RAW : UV_TTY_MODE_NORMAL);
+  if (err < 0)
+    return tether__raise_uv(L, c, err, fname, "set_mode");
+  c->tty_mode_set = 1;
+  return 0;
+}
+
+/* s:winsize() -> width, height of a terminal */
+static int stream_winsize (lua_State *L) {
+  const char *fname = "stream:winsize";
+  struct ctx *c = CTX(L);
+  struct stream *s = open_stream(L, c, fname);
+  int width, height, err;
+  if (strcmp(s->kind, "tty") != 0)
+    return tether__fname_error(L, fname, "this stream is not a terminal");
+  err = uv_tty_get_winsize(&s->conn->h.tty, &width, &height);
+  if (err < 0)
+    return tether__raise_uv(L, c, err, fname, "winsize");
+  lua_pushinteger(L, width);
+  lua_pushinteger(L, height);
+  return 2;
+}
+
 /* Makes two streams over the descriptors fds[0] and fds[1] of 'kind';
    closes the descriptors if that fails. */
 static int pair_of_streams (lua_State *L, struct ctx *c, const char *fname,
@@ -1486,6 +1667,8 @@ void tether__open_bytestream (lua_State *L, struct ctx *c) {
                                      {"abort", stream_abort},
                                      {"stats", stream_stats},
                                      {"set_option", stream_set_option},
+                                     {"set_mode", stream_set_mode},
+                                     {"winsize", stream_winsize},
                                      {NULL, NULL}};
   static const luaL_Reg metamethods[] = {{"__call", stream__call},
                                          {"__close", stream_close},

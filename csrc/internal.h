@@ -298,6 +298,8 @@ struct ctx {
   struct queue listeners;          /* open listeners */
   char *scratch;           /* where a stream with nothing buffered reads */
   int sigpipe_held;        /* tether.run keeps SIGPIPE from killing it */
+  int tty_mode_set;        /* a terminal's mode was changed */
+  int stdio_refs[3];       /* tether.stdin/stdout/stderr streams */
   int error_refs[NERRORS]; /* tables of the error classes */
   const void *error_mts[NERRORS]; /* the same, by address */
   int ntasks;                     /* live tasks */
@@ -520,6 +522,12 @@ tether__socket_stream (lua_State *L, struct ctx *c, const char *kind, int *err);
 TETHER__HIDDEN uv_stream_t *tether__stream_handle (struct stream *s);
 TETHER__HIDDEN void tether__stream_started (struct stream *s);
 TETHER__HIDDEN void tether__stream_abort (struct stream *s);
+TETHER__HIDDEN struct stream *tether__fd_stream (lua_State *L, struct ctx *c,
+                                                 int fd, int shared, int *err);
+TETHER__HIDDEN int tether__stream_open (const struct stream *s);
+
+/* stdio.c */
+TETHER__HIDDEN void tether__open_stdio (lua_State *L, struct ctx *c);
 
 /* connect.c */
 TETHER__HIDDEN void tether__on_connect (uv_connect_t *req, int status);

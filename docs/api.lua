@@ -457,6 +457,33 @@
 -- @treturn Stream the write end
 -- @raise as `socketpair`, with `op = "pipe"`
 
+--- A stream over a descriptor the program already has: a pipe, a socket, a
+-- terminal or a regular file (a regular file is read and written directly,
+-- since the kernel never makes such calls wait). The stream takes the
+-- descriptor over and closes it, unless `opts.dup` asks for a duplicate.
+-- @function wrap_fd
+-- @tparam integer fd
+-- @tparam[opt] table opts `dup` (boolean)
+-- @treturn Stream
+-- @raise `tether.wrap_fd: descriptor N is not an open pipe, socket, terminal
+-- or regular file`; misuse errors for a bad fd or option
+
+--- The process's standard input as a Stream, whatever it is (a terminal, a
+-- pipe, a socket or a regular file); reading it never blocks the loop. The
+-- same stream while it is open. It works on a duplicate: closing it (or the
+-- end of `tether.run`, which closes it) leaves descriptor 0 open, and its
+-- blocking mode as it was. A terminal stream has `set_mode` and `winsize`.
+-- @function stdin
+-- @treturn Stream
+
+--- The process's standard output as a Stream (as `stdin`).
+-- @function stdout
+-- @treturn Stream
+
+--- The process's standard error as a Stream (as `stdin`).
+-- @function stderr
+-- @treturn Stream
+
 --- TCP.
 -- @section tcp
 
@@ -1075,6 +1102,19 @@
 -- @treturn table `{bytes_sent, bytes_received, write_queue, read_buffer}`:
 -- bytes handed to the kernel, bytes read from it, bytes queued, bytes
 -- buffered
+
+--- A terminal's mode: `"raw"` (no line editing, no echo, no signals from
+-- keys) or `"normal"`. `tether.run` restores the terminal's mode when it
+-- returns.
+-- @function Stream:set_mode
+-- @tparam string mode
+-- @raise `stream:set_mode: this stream is not a terminal`
+
+--- A terminal's size.
+-- @function Stream:winsize
+-- @treturn integer width
+-- @treturn integer height
+-- @raise `stream:winsize: this stream is not a terminal`
 
 --- Sets an option: `read_ahead` and `high_water` (integers > 0), `linger`
 -- (seconds >= 0); `nodelay` and `keepalive` belong to TCP streams.

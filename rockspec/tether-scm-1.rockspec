@@ -53,6 +53,7 @@ build = {
         "csrc/scope.c",
         "csrc/signal.c",
         "csrc/sigstate.c",
+        "csrc/stdio.c",
         "csrc/stream.c",
         "csrc/task.c",
         "csrc/tcp.c",
