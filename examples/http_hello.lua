@@ -19,13 +19,14 @@ local REASONS = {
   [431] = "Request Header Fields Too Large", [501] = "Not Implemented",
 }
 
-local function respond(conn, status, body, close)
+-- `connection`: the Connection header to send, if any ("close", "keep-alive").
+local function respond(conn, status, body, connection)
   -- One gather write: status line, headers and body leave in one system call.
   conn:send({
     "HTTP/1.1 ", tostring(status), " ", REASONS[status], "\r\n",
     "Content-Type: text/plain\r\n",
     "Content-Length: ", tostring(#body), "\r\n",
-    close and "Connection: close\r\n" or "",
+    connection and "Connection: " .. connection .. "\r\n" or "",
     "\r\n", body,
   })
 end
@@ -80,12 +81,16 @@ local function serve_requests(conn)
     local ok = request ~= false
     if ok then ok, status = skip_body(conn, request.headers) end
     if not ok then
-      respond(conn, status, REASONS[status] .. "\n", true)
+      respond(conn, status, REASONS[status] .. "\n", "close")
       return
     end
-    local open = keep_alive(request)
-    respond(conn, 200, BODY, not open)
-    if not open then return end
+    if not keep_alive(request) then
+      respond(conn, 200, BODY, "close")
+      return
+    end
+    -- HTTP/1.0 closes by default: a 1.0 client that asked to keep the
+    -- connection is told that it was kept.
+    respond(conn, 200, BODY, request.version == "1.0" and "keep-alive" or nil)
   end
 end
 
@@ -99,7 +104,7 @@ local function handle(conn)
   local ok, err = pcall(serve_requests, conn)
   if ok then return end
   if tether.is(err, tether.LimitExceeded) then
-    pcall(respond, conn, 431, REASONS[431] .. "\n", true)
+    pcall(respond, conn, 431, REASONS[431] .. "\n", "close")
     return
   end
   for _, class in ipairs(CLIENT_ERRORS) do
