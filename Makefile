@@ -116,8 +116,9 @@ timed = timeout $(TEST_TIMEOUT) $(1) || { rc=$$?; if [ $$rc -eq 124 ]; then echo
 
 # ---- system packages (Debian) ---------------------------------------------------------
 
+# curl, redis-tools and socat are the clients spec/examples_spec.lua drives the examples with.
 DEPS_PKGS ?= gcc libc6-dev pkg-config lua5.4 liblua5.4-dev libuv1-dev lua-busted lua-check lua-luv-dev \
-             luarocks
+             luarocks curl redis-tools socat
 ifneq ($(filter check valgrind,$(MAKECMDGOALS)),)
 DEPS_PKGS += valgrind
 endif

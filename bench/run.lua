@@ -11,10 +11,11 @@
 --
 -- The child processes inherit the environment; each is given TIMEOUT seconds.
 --
--- W7 (TCP echo, bench/w7_echo.lua) runs after the other workloads, in one
--- process that starts its own servers and rounds (BENCH_REPEAT of them) and
--- prints its own table (different columns: one per echo server); it is
--- selected like the others (BENCH_ONLY=w7).
+-- W7 (TCP echo, bench/w7_echo.lua) and W9 (a Redis-protocol server under
+-- redis-benchmark, bench/w9_resp.lua) run after the other workloads, each in
+-- one process that starts its own servers and rounds (BENCH_REPEAT of them)
+-- and prints its own table (different columns: one per server); they are
+-- selected like the others (BENCH_ONLY=w7,w9).
 
 local here = (debug.getinfo(1, "S").source:match("^@(.*)[/\\][^/\\]*$")) or "."
 
@@ -65,14 +66,15 @@ local WORKLOADS = {
   { id = "w8", script = "w8_idle_conns.lua", variants = { "tether" } },
 }
 
+local function wanted(id)
+  return not ONLY or ("," .. ONLY .. ","):find("," .. id .. ",", 1, true) ~= nil
+end
+
 local selected = {}
 for _, w in ipairs(WORKLOADS) do
-  if not ONLY or ("," .. ONLY .. ","):find("," .. w.id .. ",", 1, true) then
-    selected[#selected + 1] = w
-  end
+  if wanted(w.id) then selected[#selected + 1] = w end
 end
-local W7_TIMEOUT = 600
-local with_w7 = not ONLY or ("," .. ONLY .. ","):find(",w7,", 1, true) ~= nil
+local OWN_TABLE_TIMEOUT = 600
 
 -- samples[workload][variant] = list of result tables (field -> number), or
 -- { na = reason } / { err = text }
@@ -125,23 +127,26 @@ for round = 1, REPEAT do
   io.stderr:write(("  (%.0f s)\n"):format(now() - started))
 end
 
--- W7's table and RESULT lines, or why it failed.
-local w7_text
-if with_w7 then
-  io.stderr:write("bench: w7 (TCP echo)\n")
-  local out = sh(("timeout %d %s %s; echo \"W7_EXIT $?\""):format(W7_TIMEOUT, shell_quote(interp),
-    shell_quote(here .. "/w7_echo.lua")))
+-- Runs a workload that prints its own table (W7, W9): returns the table, and
+-- adds its RESULT and ERROR lines to `raw`.
+local function own_table(id, script, what)
+  io.stderr:write(("bench: %s (%s)\n"):format(id, what))
+  local out = sh(("timeout %d %s %s; echo \"EXIT $?\""):format(OWN_TABLE_TIMEOUT,
+    shell_quote(interp), shell_quote(here .. "/" .. script)))
   local tables = {}
   for line in out:gmatch("[^\n]*") do
-    if line:match("^RESULT w7 ") or line:match("^ERROR w7 ") then
+    if line:match("^RESULT " .. id .. " ") or line:match("^ERROR " .. id .. " ") then
       raw[#raw + 1] = line
-    elseif not line:match("^W7_EXIT") then
+    elseif not line:match("^EXIT %d+$") then
       tables[#tables + 1] = line
     end
   end
-  w7_text = (table.concat(tables, "\n"):gsub("^%s+", ""):gsub("%s+$", ""))
-  if out:match("W7_EXIT (%d+)") ~= "0" then io.stderr:write("bench: w7 failed\n") end
+  if out:match("EXIT (%d+)%s*$") ~= "0" then io.stderr:write(("bench: %s failed\n"):format(id)) end
+  return (table.concat(tables, "\n"):gsub("^%s+", ""):gsub("%s+$", ""))
 end
+
+local w7_text = wanted("w7") and own_table("w7", "w7_echo.lua", "TCP echo") or nil
+local w9_text = wanted("w9") and own_table("w9", "w9_resp.lua", "redis-benchmark") or nil
 local elapsed = now() - started
 
 -- }======================================================================
@@ -301,6 +306,7 @@ if #selected > 0 then
     met_all and "yes" or "no"))
 end
 if w7_text then print("\n" .. w7_text) end
+if w9_text then print("\n" .. w9_text) end
 
 -- }======================================================================
 
@@ -399,6 +405,13 @@ Higher is better for round trips/s, lower for system calls and instructions. The
 client is bench/echo/client.c (epoll, ping-pong per connection); the C libuv server is
 the floor (read callback, uv_try_write, uv_write for the rest). Instructions per round
 trip (valgrind) come from `make bench-w7-instructions`; see docs/performance.md.
+]])
+end
+if w9_text then
+  f:write("\n## W9: Redis protocol\n\n", w9_text, "\n\n", [[
+Higher is better. The tether server is examples/resp_server.lua (a task per
+connection, the replies to the requests already buffered sent in one write);
+redis-server is Debian's (C, single-threaded event loop, no persistence here).
 ]])
 end
 f:write("\n## Raw results\n\nOne line per process, in the order they ran.\n\n```\n",
