@@ -18,9 +18,10 @@ end
 local function files_under(...)
   local list = {}
   local pipe = assert(io.popen("env -u LD_PRELOAD find " .. table.concat({ ... }, " ")
-    .. " -type f | sort"))
+    .. " -type f"))
   for path in pipe:lines() do list[#list + 1] = path end
   assert(pipe:close(), "find failed")
+  table.sort(list)
   return list
 end
 
