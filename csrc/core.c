@@ -142,6 +142,7 @@ static int ctx__gc (lua_State *L) {
   if (c->loop != NULL) {
     tether__streams_stop(c);
     tether__listeners_stop(c);
+    tether__udps_stop(c);
     tether__signals_stop(c);
     uv_mutex_lock(&c->posts_lock);
     c->posts_closed = 1;
@@ -174,6 +175,7 @@ static struct ctx *open_ctx (lua_State *L) {
   tether__waitq_init(&c->blocked_waiters);
   queue_init(&c->conns);
   queue_init(&c->listeners);
+  queue_init(&c->udps);
   heap_init(&c->deadlines);
   heap_node_init(&c->watchdog);
   c->watchdog.kind = DEADLINE_WATCHDOG;
@@ -205,7 +207,7 @@ TETHER_API int luaopen_tether_core (lua_State *L) {
       tether__open_scope,      tether__open_group,    tether__open_signal,
       tether__open_park,       tether__open_event,    tether__open_stream,
       tether__open_bytestream, tether__open_listener, tether__open_tcp,
-      tether__open_unix,       tether__open_stdio};
+      tether__open_unix,       tether__open_stdio,    tether__open_udp};
   struct ctx *c;
   size_t i;
   luaL_checkversion(L);

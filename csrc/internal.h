@@ -29,6 +29,7 @@
 #define TETHER_RECEIVE_MT  "tether.MemoryObjectReceiveStream"
 #define TETHER_STREAM_MT   "tether.Stream"
 #define TETHER_LISTENER_MT "tether.Listener"
+#define TETHER_UDP_MT      "tether.UdpSocket"
 
 /* Signal numbers are below this (Linux: NSIG is 65). */
 #define TETHER_NSIG 65
@@ -46,6 +47,7 @@ enum tether_class {
   CLASS_RECEIVE,
   CLASS_STREAM,
   CLASS_LISTENER,
+  CLASS_UDP,
   NCLASSES
 };
 
@@ -296,6 +298,7 @@ struct ctx {
   int opened;                      /* luaopen_tether_core completed */
   struct queue conns;              /* byte streams' connections, until freed */
   struct queue listeners;          /* open listeners */
+  struct queue udps;               /* open UDP sockets */
   char *scratch;           /* where a stream with nothing buffered reads */
   int sigpipe_held;        /* tether.run keeps SIGPIPE from killing it */
   int tty_mode_set;        /* a terminal's mode was changed */
@@ -559,6 +562,10 @@ TETHER__HIDDEN void tether__listener_bound_file (struct listener *l,
                                                  const struct stat *st);
 TETHER__HIDDEN int tether__listener_open (lua_State *L, struct listener *l,
                                           int port, int err, const char *fname);
+
+/* udp.c */
+TETHER__HIDDEN void tether__open_udp (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__udps_stop (struct ctx *c);
 
 /* unix.c */
 TETHER__HIDDEN void tether__open_unix (lua_State *L, struct ctx *c);

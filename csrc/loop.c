@@ -333,6 +333,7 @@ static int end_run (struct ctx *c) {
   tether__remove_deadline(c, &c->watchdog);
   tether__streams_stop(c);
   tether__listeners_stop(c);
+  tether__udps_stop(c);
   tether__signals_stop(c);
   err = close_loop(c);
   c->loop = NULL;

@@ -1,7 +1,8 @@
 /*
 ** tcp.c
 ** TCP: connecting a stream to one address, listening (the Listener and
-** accept are listener.c's), and name resolution (getaddrinfo). Happy
+** accept are listener.c's), and name resolution (getaddrinfo and
+** getnameinfo). Happy
 ** Eyeballs, serving and the name-based calls are the facade's
 ** (lua/tether/net.lua), built on these.
 **
@@ -332,12 +333,118 @@ static int core_getaddrinfo (lua_State *L) {
   return tether__wait(L, t, &q->waiting, 0, lookup_k);
 }
 
+/* A reverse lookup (getnameinfo), abandoned like a lookup. */
+struct name_lookup {
+  uv_getnameinfo_t req;
+  struct waitq waiting;
+  int status;
+  unsigned char done, abandoned;
+};
+
+static void on_name_lookup (uv_getnameinfo_t *req, int status, const char *host,
+                            const char *service) {
+  struct name_lookup *q = (struct name_lookup *)req;
+  (void)host; /* both are in the request too */
+  (void)service;
+  if (q->abandoned) {
+    free(q);
+    return;
+  }
+  q->status = status;
+  q->done = 1;
+  if (q->waiting.count > 0) {
+    struct task *t = tether__waitq_first(&q->waiting);
+    t->nresume = 0;
+    tether__waitq_wake(t, WAKE_OK);
+  }
+}
+
+/* Stack of a reverse lookup: host, port, the request (light userdata). */
+#define NAME_LOOKUP_REQ 3
+
+static int name_lookup_k (lua_State *L, int status, lua_KContext k) {
+  struct task *t = tether__resumed(L, NAME_LOOKUP_REQ, k, name_lookup_k);
+  struct name_lookup *q = lua_touserdata(L, NAME_LOOKUP_REQ);
+  char name[sizeof q->req.host], service[sizeof q->req.service];
+  int err;
+  (void)status;
+  if (t->wake != WAKE_OK) { /* cancelled: it finishes in the background */
+    if (q->done)
+      free(q);
+    else
+      q->abandoned = 1;
+    tether__check_wake(L, t);
+  }
+  err = q->status;
+  if (err < 0) {
+    free(q);
+    return tether__raise_uv(L, TASK_CTX(t), err, "tether.getnameinfo",
+                            "getnameinfo");
+  }
+  memcpy(name, q->req.host, sizeof name);          /* freed before pushing: a */
+  memcpy(service, q->req.service, sizeof service); /* memory error leaks */
+  free(q);                                         /* nothing */
+  lua_pushlightuserdata(L, NULL);
+  lua_replace(L, NAME_LOOKUP_REQ);
+  lua_pushstring(L, name);
+  lua_pushstring(L, service);
+  return 2;
+}
+
+static int core_getnameinfo (lua_State *L);
+
+static int name_lookup_cancelled_k (lua_State *L, int status, lua_KContext k) {
+  struct task *t = tether__resumed(L, 2, k, name_lookup_cancelled_k);
+  (void)status;
+  if (t->scope->effective)
+    return tether__raise_cancelled(L, t);
+  return core_getnameinfo(L);
+}
+
+/*
+** core.getnameinfo(ip, port) -> name, service: the name of a numeric
+** address, looked up in libuv's thread pool. A cancelled lookup finishes in
+** the background.
+*/
+static int core_getnameinfo (lua_State *L) {
+  const char *fname = "tether.getnameinfo";
+  struct ctx *c = CTX(L);
+  struct sockaddr_storage sa;
+  struct name_lookup *q;
+  struct task *t;
+  int err, port;
+  lua_settop(L, 2);
+  if (lua_type(L, 1) != LUA_TSTRING)
+    return tether__fname_error(L, fname, "host must be a string, got %s",
+                               luaL_typename(L, 1));
+  port = check_port(L, 2, fname, 1);
+  if (parse_ip(L, 1, port, &sa) < 0)
+    return tether__fname_error(L, fname, "not an IP address: %s",
+                               lua_tostring(L, 1));
+  t = tether__check_task(L, c, fname);
+  if (t->scope->effective)
+    return tether__reschedule(L, t, 0, name_lookup_cancelled_k);
+  q = calloc(1, sizeof *q);
+  if (q == NULL)
+    return luaL_error(L, "not enough memory");
+  tether__waitq_init(&q->waiting);
+  err = uv_getnameinfo(c->loop, &q->req, on_name_lookup, (struct sockaddr *)&sa,
+                       0);
+  if (err < 0) {
+    free(q);
+    return tether__raise_uv(L, c, err, fname, "getnameinfo");
+  }
+  lua_pushlightuserdata(L, q);
+  return tether__wait(L, t, &q->waiting, 0, name_lookup_k);
+}
+
 /* }==================================================================== */
 
 void tether__open_tcp (lua_State *L, struct ctx *c) {
   static const luaL_Reg funcs[] = {{"tcp_connect", core_tcp_connect},
                                    {"tcp_listen", core_tcp_listen},
                                    {"getaddrinfo", core_getaddrinfo},
+                                   {"getnameinfo", core_getnameinfo},
                                    {NULL, NULL}};
   (void)c;
   tether__add_functions(L, funcs);

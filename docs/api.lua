@@ -538,6 +538,40 @@
 -- @treturn {table,...} `{host =, port =, family =}` per address
 -- @raise `OSError` (`op = "getaddrinfo"`, e.g. `EAI_NONAME`)
 
+--- The name of a numeric address, looked up off the loop (reverse DNS,
+-- `/etc/hosts`). A checkpoint: cancelling it returns at once (the lookup
+-- finishes in the background and is discarded).
+-- @function getnameinfo
+-- @tparam string host a numeric IPv4 or IPv6 address
+-- @tparam integer port
+-- @treturn string the host's name (its numeric form when it has none)
+-- @treturn string the port's service name (or its number)
+-- @raise `OSError` (`op = "getnameinfo"`); misuse errors for a host that is
+-- not a numeric address
+-- @usage
+-- print(tether.getnameinfo("127.0.0.1", 80))   --> localhost  http
+
+--- UDP.
+-- @section udp
+
+--- A UDP socket, bound at once and receiving from then on: datagrams are
+-- queued as they arrive, up to `opts.queue`; further ones, while nobody reads,
+-- are dropped and counted in `UdpSocket.dropped`. Hosts are numeric
+-- addresses (resolve names with `getaddrinfo`).
+-- @function open_udp
+-- @tparam[opt] table opts `host` (the address to bind; default any address
+-- of the family), `port` (default 0: any free port), `family` (`"inet"` or
+-- `"inet6"`; default `"inet6"` for an IPv6 `host`, else `"inet"`),
+-- `reuse_addr` (boolean), `broadcast` (boolean: may send to broadcast
+-- addresses), `queue` (datagrams kept while nobody reads, default 256)
+-- @treturn UdpSocket
+-- @raise `OSError` (`op = "bind"`, e.g. `EADDRINUSE`); misuse errors for bad
+-- options, or outside `tether.run`
+-- @usage
+-- local u <close> = tether.open_udp { host = "127.0.0.1" }
+-- u:send("ping", "127.0.0.1", 9999)
+-- local data, host, port = u:receive()
+
 --- UNIX sockets.
 -- @section unix
 
@@ -1121,6 +1155,46 @@
 -- @function Stream:set_option
 -- @tparam string name
 -- @param value
+
+--- A UDP socket, made by `open_udp`. A to-be-closed value; it is also closed
+-- when collected, and at the end of `tether.run`. Calling it (as
+-- `for data, host, port in u do` does) is `receive`.
+--
+-- Fields: `local_address` (`{host, port, family}`; nil once closed) and
+-- `dropped` (datagrams dropped because the queue was full).
+-- @type UdpSocket
+
+--- Sends one datagram to `host`:`port` (to the connected peer, without them).
+-- A checkpoint; a cancelled send sent nothing. When the system's buffer is
+-- full the datagram is queued in the background; an error reported for it
+-- is raised by the next send.
+-- @function UdpSocket:send
+-- @tparam string data at most 65488 bytes
+-- @tparam[opt] string host a numeric address of the socket's family
+-- @tparam[opt] integer port
+-- @raise `ClosedResourceError`; `OSError` (`op = "send"`); `Cancelled`
+
+--- The next datagram. A checkpoint; a cancelled receive leaves the datagram
+-- queued for the next one.
+-- @function UdpSocket:receive
+-- @treturn string data
+-- @treturn string the sender's host
+-- @treturn integer the sender's port
+-- @raise `ClosedResourceError` (closed, also while waiting);
+-- `BusyResourceError` (another task is receiving); `OSError` (`op =
+-- "recv"`); `Cancelled`
+
+--- Connects the socket to one peer: then `send(data)` goes there and
+-- `receive` returns only its datagrams (queued ones from others are
+-- discarded). Not a checkpoint; once only.
+-- @function UdpSocket:connect
+-- @tparam string host a numeric address of the socket's family
+-- @tparam integer port
+-- @raise `OSError` (`op = "connect"`)
+
+--- Closes the socket, dropping what is queued. Idempotent, not a
+-- checkpoint; a blocked `receive` or `send` raises `ClosedResourceError`.
+-- @function UdpSocket:close
 
 --- A TCP or UNIX socket listener. A to-be-closed value; it is also closed
 -- when collected. Calling it (as `for conn in listener do` does) is

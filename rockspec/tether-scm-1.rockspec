@@ -57,6 +57,7 @@ build = {
         "csrc/stream.c",
         "csrc/task.c",
         "csrc/tcp.c",
+        "csrc/udp.c",
         "csrc/unix.c",
         "csrc/wait.c",
       },

@@ -102,6 +102,8 @@ describe("the reference (docs/api.lua)", function()
       objects.Stream = tether.socketpair()
       objects.Listener = tether.listen_tcp { host = "127.0.0.1" }
       objects.Listener:close()
+      objects.UdpSocket = tether.open_udp { host = "127.0.0.1" }
+      objects.UdpSocket:close()
       local receiver <close> = tether.open_signal_receiver("SIGUSR1")
       objects.SignalReceiver = receiver
       objects.Stream:close()

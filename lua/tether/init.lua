@@ -25,7 +25,8 @@ for _, name in ipairs {
   "task_group", "CancelScope", "move_on_after", "move_on_at", "fail_after",
   "fail_at", "current_effective_deadline", "open_signal_receiver", "kill",
   "getpid", "signal_name", "Event", "create_memory_object_stream",
-  "socketpair", "open_pipe", "getaddrinfo", "wrap_fd", "stdin", "stdout",
+  "socketpair", "open_pipe", "getaddrinfo", "getnameinfo", "open_udp",
+  "wrap_fd", "stdin", "stdout",
   "stderr",
 } do
   tether[name] = core[name]
