@@ -379,6 +379,11 @@ static void on_read (uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0) {
     size_t limit =
         s->wanted > (size_t)s->read_ahead ? s->wanted : (size_t)s->read_ahead;
+    /* A reader is waiting and takes these bytes next: one more read does
+       not pause reading only to resume it right after (an epoll_ctl each
+       way for every message larger than read_ahead). */
+    if (s->reader.count > 0)
+      limit += READ_CHUNK;
     s->len += (size_t)nread;
     s->received += nread;
     if (s->len >= limit)
