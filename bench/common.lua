@@ -105,4 +105,40 @@ function common.ns_per_op(clock, n, fn)
   return (clock() - t0) / n * 1e9
 end
 
+--- The interpreter running this script (arg[-1], or further left when it was
+-- given options), for starting more processes.
+function common.interpreter()
+  local interp, i = "lua5.4", -1
+  while arg and arg[i] do
+    interp = arg[i]
+    i = i - 1
+  end
+  return interp
+end
+
+--- `s` quoted for sh.
+function common.shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+--- Runs a shell command and returns its output.
+function common.sh(cmd)
+  local p = io.popen(cmd, "r")
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+--- A Markdown table: returns `add(cols)`, which appends a row, and the list
+-- of lines, which starts with `header` and its separator row.
+function common.markdown_table(header)
+  local lines = {}
+  local function add(cols) lines[#lines + 1] = "| " .. table.concat(cols, " | ") .. " |" end
+  add(header)
+  local seps = {}
+  for i = 1, #header do seps[i] = "---" end
+  add(seps)
+  return add, lines
+end
+
 return common

@@ -23,26 +23,13 @@ local REPEAT = tonumber(os.getenv("BENCH_REPEAT") or "") or 5
 local ONLY = os.getenv("BENCH_ONLY")
 local TIMEOUT = 120
 
--- The interpreter running us (arg[-1], or further left with options).
-local interp = "lua5.4"
-do
-  local i = -1
-  while arg[i] do
-    interp = arg[i]
-    i = i - 1
-  end
-end
+package.path = ((arg[0]:match("^(.*)[/\\]") or ".") .. "/?.lua;") .. package.path
+local common = require "common"
+local interp = common.interpreter()
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local shell_quote = common.shell_quote
 
-local function sh(cmd)
-  local p = io.popen(cmd, "r")
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local sh = common.sh
 
 local function now()
   return tonumber(sh("date +%s.%N")) or os.time()
@@ -242,12 +229,7 @@ end
 
 local header = { "workload", "tether", "floor", "cqueues", "luv", "tether/floor",
   "best-peer/tether", "target met?" }
-local lines = {}
-local function add(cols) lines[#lines + 1] = "| " .. table.concat(cols, " | ") .. " |" end
-add(header)
-local seps = {}
-for i = 1, #header do seps[i] = "---" end
-add(seps)
+local add, lines = common.markdown_table(header)
 
 local met_all = true
 for _, row in ipairs(ROWS) do

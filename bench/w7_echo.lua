@@ -78,23 +78,13 @@ if arg[1] and not INSTRUCTIONS then
   os.exit(2)
 end
 
-local interp = "lua5.4"
-do
-  local i = -1
-  while arg[i] do
-    interp = arg[i]
-    i = i - 1
-  end
-end
+package.path = ((arg[0]:match("^(.*)[/\\]") or ".") .. "/?.lua;") .. package.path
+local common = require "common"
+local interp = common.interpreter()
 
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local q = common.shell_quote
 
-local function sh(cmd)
-  local p = io.popen(cmd, "r")
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local sh = common.sh
 
 local function sleep(s) os.execute("sleep " .. s) end
 
@@ -409,12 +399,7 @@ for _, s in ipairs(servers) do header[#header + 1] = name(s) end
 for _, h in ipairs { "tether/luv callbacks", "tether/floor", "target met?" } do
   header[#header + 1] = h
 end
-local lines = {}
-local function row(cols) lines[#lines + 1] = "| " .. table.concat(cols, " | ") .. " |" end
-row(header)
-local seps = {}
-for i = 1, #header do seps[i] = "---" end
-row(seps)
+local row, lines = common.markdown_table(header)
 
 local met_all = true
 for _, r in ipairs(ROWS) do

@@ -29,9 +29,7 @@ tether.run(function()
 end)
 ]]
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", [['\'']]) .. "'"
-end
+local shell_quote = common.shell_quote
 
 local run = {}
 
@@ -44,7 +42,7 @@ function run.tether()
       common.full_gc()
       gc0, rss0 = collectgarbage("count"), common.rss_kb()
       local client = assert(io.popen(("W8_PORT=%d W8_N=%d exec %s -e %s"):format(
-        listener.port, N, shell_quote(arg[-1] or "lua5.4"), shell_quote(CLIENT)), "w"))
+        listener.port, N, shell_quote(common.interpreter()), shell_quote(CLIENT)), "w"))
       local accepted = 0
       for conn in listener do
         tg:start_soon(function()

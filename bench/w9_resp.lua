@@ -25,23 +25,13 @@ local PIPELINES = { 1, 16 }
 local TESTS = { "PING_INLINE", "PING_MBULK", "SET", "GET" }
 local START_TIMEOUT = 20 -- seconds for a server to answer PING
 
-local interp = "lua5.4"
-do
-  local i = -1
-  while arg[i] do
-    interp = arg[i]
-    i = i - 1
-  end
-end
+package.path = ((arg[0]:match("^(.*)[/\\]") or ".") .. "/?.lua;") .. package.path
+local common = require "common"
+local interp = common.interpreter()
 
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local q = common.shell_quote
 
-local function sh(cmd)
-  local p = io.popen(cmd, "r")
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local sh = common.sh
 
 local function have(program) return os.execute("command -v " .. program .. " >/dev/null 2>&1") end
 

@@ -15,25 +15,14 @@
 
 struct tether_connect {
   uv_connect_t req;
-  struct waitq waiting; /* the connecting task */
-  const char *fname;    /* the public function, for errors */
-  int status;
-  unsigned char done, abandoned;
+  struct request_wait wait;
+  const char *fname; /* the public function, for errors */
 };
 
 void tether__on_connect (uv_connect_t *req, int status) {
   struct tether_connect *r = (struct tether_connect *)req;
-  if (r->abandoned) {
+  if (!tether__request_done(&r->wait, status))
     free(r);
-    return;
-  }
-  r->status = status;
-  r->done = 1;
-  if (r->waiting.count > 0) {
-    struct task *t = tether__waitq_first(&r->waiting);
-    t->nresume = 0;
-    tether__waitq_wake(t, WAKE_OK);
-  }
 }
 
 /*
@@ -54,7 +43,7 @@ uv_connect_t *tether__connect_request (lua_State *L, struct ctx *c,
     tether__stream_abort(s);
     luaL_error(L, "not enough memory");
   }
-  tether__waitq_init(&r->waiting);
+  tether__request_init(&r->wait);
   r->fname = fname;
   lua_pushlightuserdata(L, r);
   return &r->req;
@@ -70,14 +59,12 @@ static int connect_k (lua_State *L, int status, lua_KContext base) {
   int err;
   (void)status;
   if (t->wake != WAKE_OK) { /* cancelled: close the half-open socket */
-    if (r->done)
+    if (tether__request_abandon(&r->wait))
       free(r);
-    else
-      r->abandoned = 1;
     tether__stream_abort(s);
     tether__check_wake(L, t);
   }
-  err = r->status;
+  err = r->wait.status;
   free(r);
   if (err < 0) {
     tether__stream_abort(s);
@@ -101,5 +88,5 @@ int tether__connect_wait (lua_State *L, struct task *t, int err) {
     tether__stream_abort(lua_touserdata(L, -2));
     return tether__raise_uv(L, TASK_CTX(t), err, fname, "connect");
   }
-  return tether__wait(L, t, &r->waiting, lua_gettop(L), connect_k);
+  return tether__wait(L, t, &r->wait.waiting, lua_gettop(L), connect_k);
 }

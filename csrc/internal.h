@@ -394,6 +394,13 @@ TETHER__HIDDEN int tether__raise (lua_State *L, const struct ctx *c,
 TETHER__HIDDEN int tether__raise_wake_error (lua_State *L, const struct ctx *c,
                                              const struct wake_error *e);
 
+/* What a task waits on while libuv works on a request (wait.c). */
+struct request_wait {
+  struct waitq waiting; /* the task */
+  int status;           /* what the request's callback reported */
+  unsigned char done, abandoned;
+};
+
 /* wait.c */
 TETHER__HIDDEN void tether__waitq_init (struct waitq *q);
 TETHER__HIDDEN struct task *tether__waitq_first (const struct waitq *q);
@@ -403,6 +410,9 @@ TETHER__HIDDEN void tether__waitq_wake (struct task *t, enum wake_status how);
 TETHER__HIDDEN void tether__waitq_raise (struct task *t,
                                          const struct wake_error *e);
 TETHER__HIDDEN int tether__waitq_wake_all (struct waitq *q);
+TETHER__HIDDEN void tether__request_init (struct request_wait *w);
+TETHER__HIDDEN int tether__request_done (struct request_wait *w, int status);
+TETHER__HIDDEN int tether__request_abandon (struct request_wait *w);
 
 /* loop.c */
 TETHER__HIDDEN int tether__open_hub (struct ctx *c, int attached);

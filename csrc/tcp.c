@@ -197,27 +197,17 @@ static int core_tcp_listen (lua_State *L) {
 
 struct lookup {
   uv_getaddrinfo_t req;
-  struct waitq waiting;
+  struct request_wait wait;
   struct addrinfo *result;
-  int status;
-  unsigned char done, abandoned;
 };
 
 static void on_lookup (uv_getaddrinfo_t *req, int status,
                        struct addrinfo *res) {
   struct lookup *q = (struct lookup *)req;
-  if (q->abandoned) { /* its task was cancelled: nobody wants it */
+  q->result = res;
+  if (!tether__request_done(&q->wait, status)) { /* nobody wants it */
     uv_freeaddrinfo(res);
     free(q);
-    return;
-  }
-  q->status = status;
-  q->result = res;
-  q->done = 1;
-  if (q->waiting.count > 0) {
-    struct task *t = tether__waitq_first(&q->waiting);
-    t->nresume = 0;
-    tether__waitq_wake(t, WAKE_OK);
   }
 }
 
@@ -243,15 +233,13 @@ static int lookup_k (lua_State *L, int status, lua_KContext k) {
   int err;
   (void)status;
   if (t->wake != WAKE_OK) { /* cancelled: it finishes in the background */
-    if (q->done) {
+    if (tether__request_abandon(&q->wait)) {
       uv_freeaddrinfo(q->result);
       free(q);
     }
-    else
-      q->abandoned = 1;
     tether__check_wake(L, t);
   }
-  err = q->status;
+  err = q->wait.status;
   if (err < 0) {
     free(q);
     return tether__raise_uv(L, TASK_CTX(t), err, "tether.getaddrinfo",
@@ -320,7 +308,7 @@ static int core_getaddrinfo (lua_State *L) {
   q = calloc(1, sizeof *q);
   if (q == NULL)
     return luaL_error(L, "not enough memory");
-  tether__waitq_init(&q->waiting);
+  tether__request_init(&q->wait);
   lua_pushlightuserdata(L, q);
   lua_pushinteger(L, port);
   err = uv_getaddrinfo(c->loop, &q->req, on_lookup, lua_tostring(L, 1),
@@ -330,15 +318,13 @@ static int core_getaddrinfo (lua_State *L) {
     free(q);
     return tether__raise_uv(L, c, err, fname, "getaddrinfo");
   }
-  return tether__wait(L, t, &q->waiting, 0, lookup_k);
+  return tether__wait(L, t, &q->wait.waiting, 0, lookup_k);
 }
 
 /* A reverse lookup (getnameinfo), abandoned like a lookup. */
 struct name_lookup {
   uv_getnameinfo_t req;
-  struct waitq waiting;
-  int status;
-  unsigned char done, abandoned;
+  struct request_wait wait;
 };
 
 static void on_name_lookup (uv_getnameinfo_t *req, int status, const char *host,
@@ -346,17 +332,8 @@ static void on_name_lookup (uv_getnameinfo_t *req, int status, const char *host,
   struct name_lookup *q = (struct name_lookup *)req;
   (void)host; /* both are in the request too */
   (void)service;
-  if (q->abandoned) {
+  if (!tether__request_done(&q->wait, status))
     free(q);
-    return;
-  }
-  q->status = status;
-  q->done = 1;
-  if (q->waiting.count > 0) {
-    struct task *t = tether__waitq_first(&q->waiting);
-    t->nresume = 0;
-    tether__waitq_wake(t, WAKE_OK);
-  }
 }
 
 /* Stack of a reverse lookup: host, port, the request (light userdata). */
@@ -369,13 +346,11 @@ static int name_lookup_k (lua_State *L, int status, lua_KContext k) {
   int err;
   (void)status;
   if (t->wake != WAKE_OK) { /* cancelled: it finishes in the background */
-    if (q->done)
+    if (tether__request_abandon(&q->wait))
       free(q);
-    else
-      q->abandoned = 1;
     tether__check_wake(L, t);
   }
-  err = q->status;
+  err = q->wait.status;
   if (err < 0) {
     free(q);
     return tether__raise_uv(L, TASK_CTX(t), err, "tether.getnameinfo",
@@ -427,7 +402,7 @@ static int core_getnameinfo (lua_State *L) {
   q = calloc(1, sizeof *q);
   if (q == NULL)
     return luaL_error(L, "not enough memory");
-  tether__waitq_init(&q->waiting);
+  tether__request_init(&q->wait);
   err = uv_getnameinfo(c->loop, &q->req, on_name_lookup, (struct sockaddr *)&sa,
                        0);
   if (err < 0) {
@@ -435,7 +410,7 @@ static int core_getnameinfo (lua_State *L) {
     return tether__raise_uv(L, c, err, fname, "getnameinfo");
   }
   lua_pushlightuserdata(L, q);
-  return tether__wait(L, t, &q->waiting, 0, name_lookup_k);
+  return tether__wait(L, t, &q->wait.waiting, 0, name_lookup_k);
 }
 
 /* }==================================================================== */

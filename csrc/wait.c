@@ -71,3 +71,40 @@ int tether__waitq_wake_all (struct waitq *q) {
   }
   return n;
 }
+
+/*
+** A wait on a libuv request (a connect, a lookup) that libuv finishes in a
+** callback it always calls. The waiting task may be cancelled first: then
+** the request is abandoned, and whoever comes last (the callback, or the
+** cancelled task if the request had already finished) frees it.
+*/
+
+void tether__request_init (struct request_wait *w) {
+  tether__waitq_init(&w->waiting);
+  w->status = 0;
+  w->done = w->abandoned = 0;
+}
+
+/* From the request's callback: 0 when it was abandoned (free it now), else
+   records 'status' and wakes the waiting task. */
+int tether__request_done (struct request_wait *w, int status) {
+  struct task *t = tether__waitq_first(&w->waiting);
+  if (w->abandoned)
+    return 0;
+  w->status = status;
+  w->done = 1;
+  if (t != NULL) {
+    t->nresume = 0;
+    tether__waitq_wake(t, WAKE_OK);
+  }
+  return 1;
+}
+
+/* From the continuation of a cancelled wait: 1 when the request already
+   finished (free it now), else it is left for its callback to free. */
+int tether__request_abandon (struct request_wait *w) {
+  if (w->done)
+    return 1;
+  w->abandoned = 1;
+  return 0;
+}
