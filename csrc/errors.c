@@ -26,6 +26,8 @@ static const char *const error_names[NERRORS] = {
     [ERROR_LIMIT] = "LimitExceeded",
     [ERROR_INCOMPLETE] = "IncompleteRead",
     [ERROR_OS] = "OSError",
+    [ERROR_PROCESS] = "ProcessError",
+    [ERROR_WORKER] = "WorkerError",
 };
 
 /* Whether the value at 'idx' is an error of class 'cls'. */

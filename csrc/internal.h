@@ -76,6 +76,8 @@ enum error_class {
   ERROR_LIMIT,
   ERROR_INCOMPLETE,
   ERROR_OS,
+  ERROR_PROCESS,
+  ERROR_WORKER,
   NERRORS
 };
 

@@ -696,6 +696,21 @@
 -- @field target what it was applied to (an address, a path), if any
 -- @field message the system's description
 
+--- A child process run with `check` failed: it exited with a code other than
+-- 0 or was ended by a signal.
+-- @table ProcessError
+-- @field message
+-- @field cmd the command as given
+-- @field code the exit code (nil if a signal ended it)
+-- @field signal the number of the signal that ended it, or nil
+-- @field stdout the captured standard output, if it was captured
+-- @field stderr the captured standard error, if it was captured
+
+--- A function run in a worker thread raised an error.
+-- @table WorkerError
+-- @field message the worker's error, as a string
+-- @field traceback the worker's traceback where it raised
+
 --- Task group: the `tg` passed to the body of `tether.task_group`.
 -- @type TaskGroup
 

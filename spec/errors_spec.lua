@@ -9,7 +9,7 @@ local core = require "tether.core"
 local NAMES = {
   "Cancelled", "Interrupted", "TimeoutError", "ErrorGroup", "WouldBlock", "EndOfStream",
   "ClosedResourceError", "BrokenResourceError", "BusyResourceError", "LimitExceeded",
-  "IncompleteRead", "OSError",
+  "IncompleteRead", "OSError", "ProcessError", "WorkerError",
 }
 
 describe("error classes", function()

@@ -25,11 +25,15 @@ local errors = {}
 -- (another task is already using the resource), `LimitExceeded` (a read's
 -- `max` was exceeded; field `limit`), `IncompleteRead` (input ended first;
 -- field `partial`), `OSError` (fields `code` such as "ECONNREFUSED",
--- `errno`, `op`, `target`, `message`).
+-- `errno`, `op`, `target`, `message`), `ProcessError` (a checked child
+-- process failed; fields `cmd`, `code`, `signal`, `stdout`, `stderr`),
+-- `WorkerError` (a worker thread's function failed; fields `message`,
+-- `traceback`).
 errors.names = {
   "Cancelled", "Interrupted", "TimeoutError", "ErrorGroup", "WouldBlock",
   "EndOfStream", "ClosedResourceError", "BrokenResourceError",
   "BusyResourceError", "LimitExceeded", "IncompleteRead", "OSError",
+  "ProcessError", "WorkerError",
 }
 
 for _, name in ipairs(errors.names) do
