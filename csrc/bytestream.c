@@ -1471,6 +1471,14 @@ uv_stream_t *tether__stream_handle (struct stream *s) {
   return &s->conn->h.stream;
 }
 
+/* The descriptor of an open stream (to hand to a child process). */
+int tether__stream_fd (struct stream *s) {
+  uv_os_fd_t fd;
+  if (s->conn->file_fd >= 0)
+    return s->conn->file_fd;
+  return uv_fileno(&s->conn->h.handle, &fd) == 0 ? fd : -1;
+}
+
 /* A stream made by tether__socket_stream is connected: it opens. */
 void tether__stream_started (struct stream *s) {
   start_stream(s->ctx, s);

@@ -30,6 +30,7 @@
 #define TETHER_STREAM_MT   "tether.Stream"
 #define TETHER_LISTENER_MT "tether.Listener"
 #define TETHER_UDP_MT      "tether.UdpSocket"
+#define TETHER_PROCESS_MT  "tether.ProcessHandle"
 
 /* Signal numbers are below this (Linux: NSIG is 65). */
 #define TETHER_NSIG 65
@@ -48,6 +49,7 @@ enum tether_class {
   CLASS_STREAM,
   CLASS_LISTENER,
   CLASS_UDP,
+  CLASS_PROCESS,
   NCLASSES
 };
 
@@ -301,6 +303,8 @@ struct ctx {
   struct queue conns;              /* byte streams' connections, until freed */
   struct queue listeners;          /* open listeners */
   struct queue udps;               /* open UDP sockets */
+  struct queue children;           /* child processes libuv has not reaped */
+  int spawned;             /* this run started a child: libuv watches SIGCHLD */
   char *scratch;           /* where a stream with nothing buffered reads */
   int sigpipe_held;        /* tether.run keeps SIGPIPE from killing it */
   int tty_mode_set;        /* a terminal's mode was changed */
@@ -516,8 +520,12 @@ TETHER__HIDDEN unsigned tether__sig_release (struct sigloop *l, int signum,
 TETHER__HIDDEN void tether__sig_drain (struct sigloop *l);
 TETHER__HIDDEN int tether__sig_ignored (int signum);
 TETHER__HIDDEN void tether__sig_interrupted (struct sigloop *l);
+TETHER__HIDDEN void tether__sig_spawning (void);
+TETHER__HIDDEN void tether__sig_spawned (void);
 
 /* signal.c */
+TETHER__HIDDEN int tether__check_signal (lua_State *L, int idx,
+                                         const char *fname, int catchable);
 TETHER__HIDDEN void tether__hold_sigpipe (struct ctx *c);
 TETHER__HIDDEN void tether__signals_start (struct ctx *c);
 TETHER__HIDDEN void tether__signals_stop (struct ctx *c);
@@ -540,6 +548,7 @@ TETHER__HIDDEN void tether__stream_abort (struct stream *s);
 TETHER__HIDDEN struct stream *tether__fd_stream (lua_State *L, struct ctx *c,
                                                  int fd, int shared, int *err);
 TETHER__HIDDEN int tether__stream_open (const struct stream *s);
+TETHER__HIDDEN int tether__stream_fd (struct stream *s);
 
 /* stdio.c */
 TETHER__HIDDEN void tether__open_stdio (lua_State *L, struct ctx *c);
@@ -578,6 +587,10 @@ TETHER__HIDDEN int tether__listener_open (lua_State *L, struct listener *l,
 /* udp.c */
 TETHER__HIDDEN void tether__open_udp (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__udps_stop (struct ctx *c);
+
+/* process.c */
+TETHER__HIDDEN void tether__open_process (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__processes_stop (struct ctx *c);
 
 /* unix.c */
 TETHER__HIDDEN void tether__open_unix (lua_State *L, struct ctx *c);

@@ -334,8 +334,12 @@ static int end_run (struct ctx *c) {
   tether__streams_stop(c);
   tether__listeners_stop(c);
   tether__udps_stop(c);
+  tether__processes_stop(c);
   tether__signals_stop(c);
   err = close_loop(c);
+  if (c->spawned) /* libuv's SIGCHLD watcher is gone with the loop */
+    tether__sig_spawned();
+  c->spawned = 0;
   c->loop = NULL;
   c->running = 0;
   c->current = NULL;

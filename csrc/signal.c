@@ -209,8 +209,8 @@ static const char *name_of (int signum) {
 ** error naming 'fname' for anything else. 'catchable' rejects SIGKILL and
 ** SIGSTOP.
 */
-static int check_signal (lua_State *L, int idx, const char *fname,
-                         int catchable) {
+int tether__check_signal (lua_State *L, int idx, const char *fname,
+                          int catchable) {
   int signum = 0;
   if (lua_type(L, idx) == LUA_TNUMBER) {
     lua_Integer n;
@@ -244,7 +244,8 @@ static int check_signal (lua_State *L, int idx, const char *fname,
 
 /* tether.signal_name(n) -> "SIGTERM" (nil for numbers without a name) */
 static int core_signal_name (lua_State *L) {
-  const char *name = name_of(check_signal(L, 1, "tether.signal_name", 0));
+  const char *name =
+      name_of(tether__check_signal(L, 1, "tether.signal_name", 0));
   if (name == NULL)
     return 0;
   lua_pushstring(L, name);
@@ -267,7 +268,7 @@ static int core_kill (lua_State *L) {
   if (lua_isinteger(L, 2) && lua_tointeger(L, 2) == 0)
     signum = 0; /* only checks that the process exists */
   else
-    signum = check_signal(L, 2, "tether.kill", 0);
+    signum = tether__check_signal(L, 2, "tether.kill", 0);
   err = uv_kill((int)pid, signum);
   if (err < 0) {
     lua_pushnil(L);
@@ -338,7 +339,7 @@ static int core_open_signal_receiver (lua_State *L) {
                                "no signals were given; pass one or more, "
                                "e.g. tether.SIGTERM or \"SIGHUP\"");
   for (i = 1; i <= nargs; i++) {
-    int signum = check_signal(L, i, fname, 1);
+    int signum = tether__check_signal(L, i, fname, 1);
     for (j = 0; j < n && signums[j] != signum; j++)
       ;
     if (j == n)

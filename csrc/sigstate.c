@@ -328,6 +328,40 @@ unsigned tether__sig_release (struct sigloop *l, int signum, int runner,
   return last_in_loop ? take(l, signum) : 0;
 }
 
+/*
+** Children. uv_spawn installs libuv's SIGCHLD handler over whatever is
+** there, and when the loop that spawned closes (its last SIGCHLD watcher
+** with it) libuv resets SIGCHLD to SIG_DFL. So the disposition from before
+** the first of tether's runs that spawns is kept, and put back after the
+** last one closed its loop, unless something else took SIGCHLD meanwhile.
+*/
+static int spawners; /* runs whose loop watches children */
+static struct sigaction before_children;
+
+void tether__sig_spawning (void) {
+  sigset_t old;
+  begin_write(&old);
+  if (spawners++ == 0) {
+    if (signals[SIGCHLD].holds > 0) /* tether's handler is there */
+      before_children = signals[SIGCHLD].before;
+    else
+      sigaction(SIGCHLD, NULL, &before_children);
+  }
+  end_write(&old);
+}
+
+void tether__sig_spawned (void) {
+  struct sigaction now;
+  sigset_t old;
+  begin_write(&old);
+  if (--spawners == 0 && signals[SIGCHLD].holds == 0) {
+    sigaction(SIGCHLD, NULL, &now);
+    if (is_plain(&now, SIG_DFL))
+      sigaction(SIGCHLD, &before_children, NULL);
+  }
+  end_write(&old);
+}
+
 int tether__sig_ignored (int signum) {
   struct sigaction now;
   sigset_t old;

@@ -8,6 +8,7 @@ local core = require "tether.core"
 local errors = require "tether.errors"
 local sync = require "tether.sync"
 local net = require "tether.net"
+local process = require "tether.process"
 
 local tether = {
   _VERSION = core._VERSION,
@@ -42,6 +43,10 @@ for _, name in ipairs {
   "connect_tcp", "listen_tcp", "serve_tcp", "connect_unix", "listen_unix", "serve_unix",
 } do
   tether[name] = net[name]
+end
+
+for _, name in ipairs { "run_process", "open_process" } do
+  tether[name] = process[name]
 end
 
 -- Signal numbers of this platform: tether.SIGTERM, tether.SIGINT, ...
