@@ -51,6 +51,9 @@ local WORKLOADS = {
   { id = "w6", script = "w6_idle_memory.lua",
     variants = { "tether", "floor", "cqueues", "luv" } },
   { id = "w8", script = "w8_idle_conns.lua", variants = { "tether" } },
+  { id = "w10", script = "w10_spawn.lua",
+    variants = { "tether", "tether_50", "tether_run", "luv_spawn", "luv_spawn_50", "asyncio",
+      "asyncio_50", "tether_drain", "cat_pipe", "tether_capture", "lua_popen" } },
 }
 
 local function wanted(id)
@@ -217,6 +220,25 @@ local ROWS = {
     key = "rss_bytes_per_conn", digits = 0, max = 5120, tether_only = true },
   { label = "W8 idle TCP connection with its task, Lua heap growth (B)", w = "w8",
     t = "tether", key = "gc_bytes_per_conn", digits = 0, tether_only = true },
+  { label = "W10 start /bin/true and wait, one at a time (µs); floor = luv uv.spawn",
+    w = "w10", t = "tether", floor = "luv_spawn", key = "us_per_process", digits = 0,
+    floor_ratio = 1.2 },
+  { label = "W10 the same, 50 at a time (µs per process); floor = luv", w = "w10",
+    t = "tether_50", floor = "luv_spawn_50", key = "us_per_process", digits = 0,
+    floor_ratio = 1.2 },
+  { label = "W10 run_process defaults (output captured), one at a time (µs)", w = "w10",
+    t = "tether_run", floor = "luv_spawn", key = "us_per_process", digits = 0 },
+  { label = "W10 Python asyncio create_subprocess_exec, one at a time (µs)", w = "w10",
+    t = "asyncio", key = "us_per_process", digits = 0, tether_only = true },
+  { label = "W10 Python asyncio, 50 at a time (µs per process)", w = "w10",
+    t = "asyncio_50", key = "us_per_process", digits = 0, tether_only = true },
+  { label = "W10 100 MB through a pipe, read and dropped (s); floor = cat", w = "w10",
+    t = "tether_drain", floor = "cat_pipe", key = "seconds", digits = 2, floor_ratio = 1.25 },
+  { label = "W10 100 MB captured by run_process (s); floor = cat to /dev/null", w = "w10",
+    t = "tether_capture", floor = "cat_pipe", key = "seconds", digits = 2,
+    floor_ratio = 1.25 },
+  { label = "W10 100 MB captured (s); floor = Lua io.popen():read(\"a\")", w = "w10",
+    t = "tether_capture", floor = "lua_popen", key = "seconds", digits = 2 },
 }
 
 local function target_text(row)

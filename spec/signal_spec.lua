@@ -855,6 +855,40 @@ end)
 
 ---------------------------------------------------------------------------------------
 describe("signal dispositions, checked in a child process", function()
+  it("SIGCHLD comes back as it was after a run that started processes", function()
+    -- The child starts with SIGCHLD ignored: perl sets it and execs lua5.4 (a
+    -- shell's trap cannot, and timeout would undo it).
+    local wrapper = os.tmpname()
+    local f = assert(io.open(wrapper, "w"))
+    f:write(("#!/bin/sh\nexec perl -e '$SIG{CHLD} = \"IGNORE\"; exec @ARGV or die' %s \"$@\"\n")
+      :format(q(helper.lua5_4)))
+    f:close()
+    os.execute("chmod +x " .. q(wrapper))
+    local out, status = run_child([[
+local C = tether.SIGCHLD
+say("start", disposition(C))
+tether.run(function()
+  tether.run_process({ "true" })
+  local r <close> = tether.open_signal_receiver(C)
+  tether.run_process({ "true" })
+  say("got", tether.signal_name((within(5, r.receive, r))))
+end)
+say("after run", disposition(C))
+tether.run(function()
+  local r <close> = tether.open_signal_receiver(C)
+  tether.run_process({ "true" })
+  say("again got", tether.signal_name((within(5, r.receive, r))))
+end)
+say("after second run", disposition(C))
+]], { program = wrapper })
+    os.remove(wrapper)
+    assert.equal(0, status, out)
+    assert_in_order(out, {
+      "start ignored", "got SIGCHLD", "after run ignored", "again got SIGCHLD",
+      "after second run ignored",
+    })
+  end)
+
   it("SIG_IGN is restored on close, after a for loop's break, after failed opens", function()
     local out, status = run_child([[
 local U = tether.SIGUSR1
@@ -1060,6 +1094,16 @@ describe("Ctrl+C", function()
     assert_in_order(out, {
       "ready", "main swallowed Cancelled: true", "run raised Interrupted: true",
       "tether.Interrupted",
+    })
+    assert.equal(1, status, out)
+  end)
+
+  it("terminates child processes by their ladder before run raises Interrupted", function()
+    if not has_script then return pending("util-linux script is not installed") end
+    local out, status = run_in_pty("process", { "ready" })
+    assert_in_order(out, {
+      "child says started", "ready", "child ended by SIGKILL gone: true",
+      "SIGINT handler back: true", "run raised Interrupted: true", "tether.Interrupted",
     })
     assert.equal(1, status, out)
   end)

@@ -12,11 +12,15 @@
 --   swallow   the main task swallows its Cancelled with a plain pcall and returns
 --             normally: run must still raise tether.Interrupted.
 --   receiver  a SIGINT receiver is open: Ctrl+C goes to it, run returns normally.
+--   process   a task runs a child process that ignores SIGTERM (in its own process
+--             group, so the terminal's SIGINT does not reach it): Ctrl+C terminates it
+--             by the ladder (SIGTERM, then SIGKILL after 0.2 s) before run raises.
 local tether = require "tether"
 
 local mode = arg[1]
-if mode ~= "graceful" and mode ~= "stuck" and mode ~= "swallow" and mode ~= "receiver" then
-  io.stderr:write("usage: ctrl_c.lua graceful|stuck|swallow|receiver\n")
+local MODES = { graceful = true, stuck = true, swallow = true, receiver = true, process = true }
+if not MODES[mode] then
+  io.stderr:write("usage: ctrl_c.lua graceful|stuck|swallow|receiver|process\n")
   os.exit(2)
 end
 
@@ -50,8 +54,20 @@ local function worker()
   error(err, 0)
 end
 
+local child -- mode "process": the child's Process
+
 local function main()
-  if mode == "swallow" then
+  if mode == "process" then
+    tether.task_group(function(tg)
+      child = tg:start(tether.run_process,
+        { "sh", "-c", "trap '' TERM INT; echo started; while :; do sleep 1; done" },
+        { stdout = "pipe", terminate = { "SIGTERM", 0.2, "SIGKILL" } })
+      say("child says", child.stdout:read_line())
+      tether.wait_all_tasks_blocked()
+      say("ready")
+      tether.sleep_forever()
+    end)
+  elseif mode == "swallow" then
     say("ready")
     local _, err = pcall(tether.sleep_forever)
     say("main swallowed Cancelled:", tostring(tether.is(err, tether.Cancelled)))
@@ -72,6 +88,10 @@ local function main()
 end
 
 local ok, err = pcall(tether.run, main)
+if child then
+  say("child ended by", tether.signal_name(child.signal),
+    "gone:", tostring(not io.open("/proc/" .. child.pid .. "/stat")))
+end
 say("SIGINT handler back:", tostring(sigint_caught()))
 if ok then
   say("run returned", tostring(err))
