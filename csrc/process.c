@@ -14,8 +14,9 @@
 **
 ** The child's standard descriptors are set up here: "pipe" makes an OS
 ** pipe whose far end the child gets (the near end becomes a Stream),
-** "null" opens /dev/null, "inherit" passes ours, a Stream passes its
-** descriptor, and "stdout" (for stderr) passes whatever stdout got.
+** "null" has libuv open /dev/null in the child, "inherit" passes ours, a
+** Stream passes its descriptor, and "stdout" (for stderr) passes whatever
+** stdout got.
 */
 
 #define _GNU_SOURCE /* pipe2 */
@@ -139,7 +140,7 @@ void tether__processes_stop (struct ctx *c) {
 ** an error anywhere (a memory error included) closes them. Each becomes a
 ** Stream's or is closed after the spawn.
 */
-#define SPAWN_FDS 7
+#define SPAWN_FDS 6 /* both ends of three pipes */
 struct spawn_fds {
   int fd[SPAWN_FDS];
   int n;
@@ -164,6 +165,11 @@ static void give_fd (struct spawn_fds *f, int fd) {
     if (f->fd[i] == fd)
       f->fd[i] = -1;
 }
+
+/* Child descriptors that are not ours: what libuv opens on /dev/null in
+   the child, and stderr's "whatever stdout got". */
+#define CHILD_NULL      (-2)
+#define CHILD_AS_STDOUT (-1)
 
 /* Stack of a spawn: argv, opts, then these. */
 #define IDX_FDS     3 /* struct spawn_fds, to be closed */
@@ -211,14 +217,9 @@ static int setup_stdio (lua_State *L, struct ctx *c, struct spawn_fds *f,
   else if (strcmp(how, "inherit") == 0)
     *child_fd = which;
   else if (strcmp(how, "stdout") == 0)
-    *child_fd = -1; /* filled in by the caller */
-  else if (strcmp(how, "null") == 0) {
-    int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-      return uv_translate_sys_error(errno);
-    keep_fd(f, fd);
-    *child_fd = fd;
-  }
+    *child_fd = CHILD_AS_STDOUT;
+  else if (strcmp(how, "null") == 0)
+    *child_fd = CHILD_NULL;
   else { /* "pipe" */
     int ends[2], err, near;
     if (pipe2(ends, O_CLOEXEC) < 0)
@@ -299,7 +300,7 @@ static int core_spawn (lua_State *L) {
     if (err < 0)
       goto failed;
   }
-  if (fds[2] < 0)
+  if (fds[2] == CHILD_AS_STDOUT)
     fds[2] = fds[1];
   o.args = string_array(L, 1);
   o.file = o.args[0];
@@ -312,7 +313,7 @@ static int core_spawn (lua_State *L) {
   p->group = lua_toboolean(L, -1);
   o.flags = p->group ? UV_PROCESS_DETACHED : 0;
   for (i = 0; i < 3; i++) {
-    stdio[i].flags = UV_INHERIT_FD;
+    stdio[i].flags = fds[i] == CHILD_NULL ? UV_IGNORE : UV_INHERIT_FD;
     stdio[i].data.fd = fds[i];
   }
   o.stdio = stdio;

@@ -612,6 +612,101 @@
 --   for chunk in conn do conn:send(chunk) end
 -- end, "/tmp/echo.sock", { mode = tonumber("600", 8) })
 
+--- Child processes. A child process belongs to the block or task group that
+-- started it: when its owner is cancelled or fails, the process is
+-- terminated by the *ladder* (by default SIGTERM, 5 seconds' grace, SIGKILL,
+-- sent to its whole process group), reaped, and its pipes are closed, before
+-- the owner goes on. No zombie and no orphan is left, Ctrl+C included.
+--
+-- Options (`opts`) shared by `run_process` and `open_process`:
+--
+-- * `stdin`, `stdout`, `stderr`: `"pipe"` (a Stream on `p.stdin`/`p.stdout`/
+--   `p.stderr`), `"capture"` (stdout/stderr of `run_process` only: the output
+--   comes back as a string), `"inherit"`, `"null"` (/dev/null), `"stdout"`
+--   (stderr only: the same as stdout), a Stream (its descriptor is handed to
+--   the child; reading it meanwhile is unspecified), or for stdin any other
+--   string: input fed to the child.
+-- * `cwd`; `env`, a table merged over this process's environment (a value of
+--   `false` removes a variable); `clear_env = true` starts from an empty one.
+-- * `check`: raise `ProcessError` when the exit code is not 0 or a signal
+--   ended the process.
+-- * `max_output`: bytes per captured stream (default 16 MiB); more kills the
+--   process and raises `LimitExceeded`.
+-- * `terminate`: the ladder, `{signal, grace, signal, grace, ..., signal}`
+--   (signals as numbers or names, grace periods in seconds), default
+--   `{"SIGTERM", 5, "SIGKILL"}`. Each signal is sent unless nothing of the
+--   process is left; each grace period ends early when it is gone. If the
+--   process is still there after the last step, SIGKILL follows; if even that
+--   does not end it within 5 seconds (a process in uninterruptible sleep), the
+--   owner gets a `ProcessError` instead of hanging, and a thread of tether's
+--   reaps the process whenever it ends.
+-- * `group` (default true): the child runs in a new session and leads its
+--   own process group, so the ladder reaches its children too (and the
+--   terminal's Ctrl+C does not reach it: tether's own Ctrl+C handling
+--   terminates it). It has no controlling terminal then; use `group = false`
+--   for a program that opens `/dev/tty`. With false, the ladder reaches the
+--   direct child only.
+-- * `shell = true`: `cmd` is a string run by `/bin/sh -c`.
+--
+-- A program that cannot be started raises `OSError` with `op = "spawn"` and
+-- the program as `target` (`ENOENT`: not found, or `cwd` does not exist;
+-- `EACCES`: not executable), and leaves nothing behind. Receivers for
+-- SIGCHLD keep working while processes run, and SIGCHLD's disposition is
+-- back to what it was when `run` returns. If `tether.run` ends while a child
+-- that nobody owns still runs (an `open_process` result never closed), the
+-- child is killed and reaped.
+-- @section processes
+
+--- Runs `cmd` to completion. Without `stdout`/`stderr` options both are
+-- captured (read concurrently, so that no pipe fills up); stdin is empty
+-- input unless `opts.stdin` says otherwise. After the process exits, its
+-- captured output is read until the pipes close, for at most 1 second more
+-- (a background grandchild holding them open does not keep the caller
+-- waiting). A cancelled `run_process` terminates the process by the ladder
+-- and raises `Cancelled` (not `ProcessError`).
+--
+-- Under `tg:start` (which passes a task status first), the live Process is
+-- passed to `task_status:started` and the group owns it: cancelling the
+-- group terminates it.
+-- @function run_process
+-- @tparam table|string cmd `{program, arg...}` (the program is looked up in
+-- `PATH`); a string only with `opts.shell = true`
+-- @tparam[opt] table opts see the section; `check` defaults to true
+-- @treturn table `{code =, signal =, stdout =, stderr =, pid =}`: `code` is nil
+-- when a signal ended the process (`signal` is then its number); `stdout`
+-- and `stderr` are strings when captured, else nil
+-- @raise `ProcessError` (`check`); `LimitExceeded` (`max_output`);
+-- `OSError` (`op = "spawn"`); `Cancelled`; misuse errors for a bad `cmd` or
+-- option
+-- @usage
+-- local r = tether.run_process({"git", "rev-parse", "HEAD"})
+-- print(r.stdout)
+--
+-- tether.task_group(function(tg)
+--   local p = tg:start(tether.run_process, {"server", "--port=0"}, {stdout = "pipe"})
+--   print(p.stdout:read_line())
+--   tg.cancel_scope:cancel()        -- the server is terminated and reaped
+-- end)
+
+--- Starts `cmd` and returns its Process, a to-be-closed value: closing it
+-- at the end of its block closes its stdin and waits for it to exit (with
+-- `check = true`, a failure then raises `ProcessError`); closing it because
+-- of an error, or a cancelled wait there, terminates it by the ladder. Its
+-- pipes are closed either way. Defaults: stdin, stdout and stderr
+-- `"inherit"`, `check = false`. A string `opts.stdin` is written to the
+-- child in the background.
+-- @function open_process
+-- @tparam table|string cmd as for `run_process`
+-- @tparam[opt] table opts see the section (`"capture"` is not allowed)
+-- @treturn Process
+-- @raise `OSError` (`op = "spawn"`); misuse errors for a bad `cmd` or option
+-- @usage
+-- do
+--   local p <close> = tether.open_process({"sort"}, {stdin = "pipe", stdout = "pipe"})
+--   p.stdin:send("b\na\n"); p.stdin:close()
+--   for line in p.stdout:lines() do print(line) end
+-- end                                  -- waits for exit; an error or cancel kills it
+
 --- Errors.
 -- Every error tether raises on purpose is a table whose metatable is one of
 -- these classes; `tostring` of one reads `tether.Name: message`, which is also
@@ -1240,3 +1335,34 @@
 -- @function Listener:serve
 -- @tparam function handler
 -- @tparam[opt] table opts `group`, `handler_errors`
+
+--- A child process, from `open_process` or `tg:start(tether.run_process, ...)`.
+-- A to-be-closed value (see `open_process`).
+--
+-- Fields: `pid`; `stdin`, `stdout`, `stderr` (Streams for `"pipe"`, else
+-- nil); `code` and `signal` (nil while it runs; once it exited, `code` is
+-- its exit code, or nil when a signal ended it and `signal` is that
+-- signal's number).
+-- @type Process
+
+--- Waits until the process exits. A checkpoint, also when it already has;
+-- any number of tasks may wait; cancelling a wait leaves the process alone.
+-- @function Process:wait
+-- @treturn integer|nil the exit code (nil if a signal ended it)
+-- @treturn integer|nil the signal that ended it
+-- @raise `Cancelled`; `ProcessError` when tether gave up on a process that
+-- did not exit even after SIGKILL
+
+--- Sends a signal to the process, if it still runs. Not a checkpoint.
+-- @function Process:send_signal
+-- @tparam integer|string sig a number or a name (`"SIGHUP"`, `"HUP"`)
+-- @treturn boolean whether it was sent (false: it has exited)
+
+--- Sends one SIGTERM, to the whole process group when the process leads one
+-- (`group = true`). The ladder is for cancellation; this is a single signal.
+-- @function Process:terminate
+-- @treturn boolean whether it was sent
+
+--- Sends SIGKILL, to the whole process group when the process leads one.
+-- @function Process:kill
+-- @treturn boolean whether it was sent

@@ -106,6 +106,8 @@ describe("the reference (docs/api.lua)", function()
       objects.UdpSocket:close()
       local receiver <close> = tether.open_signal_receiver("SIGUSR1")
       objects.SignalReceiver = receiver
+      objects.Process = tether.open_process({ "true" })
+      objects.Process:__close()
       objects.Stream:close()
       objects.MemoryObjectSendStream:close()
       objects.MemoryObjectReceiveStream:close()
