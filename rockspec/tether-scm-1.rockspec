@@ -49,6 +49,7 @@ build = {
         "csrc/listener.c",
         "csrc/loop.c",
         "csrc/park.c",
+        "csrc/process.c",
         "csrc/record.c",
         "csrc/scope.c",
         "csrc/signal.c",
@@ -69,6 +70,7 @@ build = {
     ["tether"] = "lua/tether/init.lua",
     ["tether.errors"] = "lua/tether/errors.lua",
     ["tether.net"] = "lua/tether/net.lua",
+    ["tether.process"] = "lua/tether/process.lua",
     ["tether.sync"] = "lua/tether/sync.lua",
   },
 }
