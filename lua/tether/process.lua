@@ -13,8 +13,8 @@ local errors = require "tether.errors"
 local process = {}
 
 local is = errors.is
-local Cancelled, LimitExceeded, OSError, ProcessError =
-  errors.Cancelled, errors.LimitExceeded, errors.OSError, errors.ProcessError
+local LimitExceeded, OSError, ProcessError =
+  errors.LimitExceeded, errors.OSError, errors.ProcessError
 
 -- After the ladder's last step, how long the process may take to go before
 -- its owner gets an error (a process in uninterruptible sleep).
@@ -65,7 +65,7 @@ local function check_ladder(fname, ladder)
       steps[i] = check_signal(fname, ladder[i], ("opts.terminate[%d]"):format(i))
     else
       local grace = ladder[i]
-      if type(grace) ~= "number" or not (grace >= 0) then
+      if type(grace) ~= "number" or grace ~= grace or grace < 0 then
         misuse(fname, "opts.terminate[%d] must be a grace period in seconds (>= 0), got %s",
           i, tostring(grace))
       end
@@ -406,7 +406,9 @@ function process.run_process(...)
     if err then tg:start_soon(collect, p, p.stderr, err, spec.max_output, drained) end
     if status then status:started(p) end
     p:wait()
-    if drained.left > 0 then core.move_on_after(DRAIN_BOUND):run(drained.event.wait, drained.event) end
+    if drained.left > 0 then
+      core.move_on_after(DRAIN_BOUND):run(drained.event.wait, drained.event)
+    end
     tg.cancel_scope:cancel()
   end)
   local code, sig = p:wait()

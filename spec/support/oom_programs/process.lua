@@ -6,7 +6,7 @@ local tether = require "tether"
 local got = tether.run(function()
   local r = tether.run_process({ "cat" }, { stdin = "in" })
   tether.move_on_after(0):run(function()
-    local p <close> = tether.open_process({ "sleep", "10" }, { terminate = { "SIGKILL" } })
+    local _ <close> = tether.open_process({ "sleep", "10" }, { terminate = { "SIGKILL" } })
     tether.sleep_forever()
   end)
   return r.stdout
