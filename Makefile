@@ -87,7 +87,7 @@ ASAN_TIME_SCALE     ?= 3
 VALGRIND_TIME_SCALE ?= 6
 
 VALGRIND_FLAGS ?= -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
-                  --error-exitcode=99 --keep-debuginfo=yes \
+                  --error-exitcode=99 --keep-debuginfo=yes --child-silent-after-fork=yes \
                   $(if $(wildcard spec/valgrind.supp),--suppressions=spec/valgrind.supp)
 
 # ---- what gets built ------------------------------------------------------------------
