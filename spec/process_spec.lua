@@ -502,6 +502,48 @@ describe("processes", function()
       end)
     end)
 
+    -- A process that SIGKILL does not end at once: a tracer (perl calling ptrace
+    -- PTRACE_SEIZE, x86-64's system call 101) that never waits is told of the child's
+    -- death instead of us, as long as it lives, as the owner of a child stuck in the
+    -- kernel would wait.
+    it("get the owner a ProcessError when even SIGKILL does not end them, and are "
+      .. "reaped later", function()
+      local machine = io.popen("uname -m")
+      local x86_64 = machine:read("l") == "x86_64"
+      machine:close()
+      if not x86_64 then return pending("the tracer uses x86-64's ptrace number") end
+      local seized
+      run(function()
+        local p, tracer
+        local t0 = tether.current_time()
+        local ok, err = pcall(function()
+          local owner = tether.CancelScope {}
+          owner:run(function()
+            p = open_process({ "sleep", "100" }, { terminate = { "SIGTERM", 0.1, "SIGKILL" } })
+            local _ <close> = p
+            tracer = open_process({ "perl", "-e", "syscall(101, 0x4206, $ARGV[0] + 0, 0, 0) "
+              .. "== 0 or die qq(ptrace: $!\\n); $| = 1; print qq(seized\\n); sleep 100",
+              tostring(p.pid) }, { stdout = "pipe", stderr = "null" })
+            seized = within(5, tracer.stdout.read_line, tracer.stdout) == "seized"
+            owner:cancel()
+            tether.sleep_forever() -- the ladder runs as p closes
+          end)
+        end)
+        tracer:kill() -- the kernel now tells us of the child's death
+        tracer:__close()
+        if not seized then return end
+        assert.is_false(ok)
+        assert.is_true(tether.is(err, tether.ProcessError), tostring(err))
+        assert.matches("did not exit 5 s after SIGKILL", err.message)
+        assert.is_true(tether.current_time() - t0 >= 5)
+        assert.has_error(function() p:wait() end)
+        within(5, function() -- the tracer is gone: the reaper gets the child
+          while proc_stat(p.pid) do tether.sleep(0.01) end
+        end)
+      end)
+      if not seized then pending("ptrace is not permitted here") end
+    end)
+
     it("are terminated when the owner's block fails", function()
       run(function()
         local p
