@@ -667,7 +667,9 @@
 --
 -- Under `tg:start` (which passes a task status first), the live Process is
 -- passed to `task_status:started` and the group owns it: cancelling the
--- group terminates it.
+-- group terminates it. Its `"pipe"` streams are the caller's then: they stay
+-- open after a normal exit, so that the caller can read them to the end
+-- (close them when done; the end of `tether.run` closes what is left).
 -- @function run_process
 -- @tparam table|string cmd `{program, arg...}` (the program is looked up in
 -- `PATH`); a string only with `opts.shell = true`

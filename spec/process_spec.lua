@@ -572,6 +572,20 @@ describe("processes", function()
       end)
     end)
 
+    it("under tg:start, leave the pipes handed over open after a normal exit", function()
+      run(function()
+        local lines = {}
+        tether.task_group(function(tg)
+          local p = tg:start(run_process, { "sh", "-c", "echo a; echo b" }, { stdout = "pipe" })
+          assert.equal(0, within(5, p.wait, p))
+          tether.sleep(0.05) -- run_process has returned meanwhile
+          for line in p.stdout:lines() do lines[#lines + 1] = line end
+          p.stdout:close()
+        end)
+        assert.same({ "a", "b" }, lines)
+      end)
+    end)
+
     it("200 processes started and cancelled at once leave nothing behind", function()
       run(function()
         local procs = {}

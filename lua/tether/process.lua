@@ -307,7 +307,7 @@ function Process:__close(err)
     terminate_owned(self)
     error(code, 0)
   end
-  close_pipes(self)
+  if not self._handed_over then close_pipes(self) end
   if self._check and code ~= 0 then
     error(process_error(self._cmd, code, sig), 0)
   end
@@ -397,6 +397,9 @@ function process.run_process(...)
   local err = spec.stderr == "capture" and {} or nil
   local p <close> = start(spec)
   p._check = false -- checked below, with the output
+  -- Under tg:start the caller reads the pipes it asked for, maybe after the
+  -- exit: they stay open then (closed by the caller, or the end of the run).
+  p._handed_over = status ~= nil
   local drained = { left = (out and 1 or 0) + (err and 1 or 0), event = core.Event() }
   core.task_group(function(tg)
     if type(spec.stdin) == "string" and not STDIO_WORDS[spec.stdin] then
