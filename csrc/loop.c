@@ -334,6 +334,7 @@ static int end_run (struct ctx *c) {
   tether__streams_stop(c);
   tether__listeners_stop(c);
   tether__udps_stop(c);
+  tether__watchers_stop(c);
   tether__signals_stop(c);
   err = close_loop(c);
   c->loop = NULL;
