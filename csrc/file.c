@@ -43,6 +43,8 @@ struct file {
   size_t ahead; /* size of the next refill */
   int at_end;   /* the last refill reached the end of the file */
   int append;   /* writes go to the end */
+  int stream;   /* not seekable (a pipe, a terminal): read and written in
+                   order, without positions */
   int busy;     /* a task waits on a request of this file */
 };
 
@@ -121,6 +123,7 @@ static int open_k (lua_State *L, int status, lua_KContext k) {
   }
   f->fd->fd = (int)result;
   r->u.fs.result = -1; /* the File has it now */
+  f->stream = lseek(f->fd->fd, 0, SEEK_CUR) < 0;
   tether__fs_drop(L, OPEN_BOX);
   lua_settop(L, 3);
   return 1;
@@ -394,8 +397,8 @@ static int refill (lua_State *L, struct ctx *c, struct task *t, struct file *f,
   r->value = (int64_t)keep;
   tether__fs_attach(r, f->fd);
   b = uv_buf_init(r->buf + keep, (unsigned)want);
-  err =
-      uv_fs_read(c->loop, &r->u.fs, f->fd->fd, &b, 1, from, tether__fs_on_done);
+  err = uv_fs_read(c->loop, &r->u.fs, f->fd->fd, &b, 1, f->stream ? -1 : from,
+                   tether__fs_on_done);
   if (err == 0)
     f->busy = 1;
   return tether__fs_wait(L, t, nfmt + 2, err, 0, nfmt, file_read_k);
@@ -532,7 +535,7 @@ static int file_write_k (lua_State *L, int status, lua_KContext k) {
     return raise_file_error(L, TASK_CTX(t), (int)result, "write");
   }
   r->value += result;
-  if (f->append)
+  if (f->append && !f->stream)
     f->pos = lseek(r->owner->fd, 0, SEEK_CUR);
   else
     f->pos += result;
@@ -541,7 +544,7 @@ static int file_write_k (lua_State *L, int status, lua_KContext k) {
     int err;
     uv_fs_req_cleanup(&r->u.fs);
     err = uv_fs_write(TASK_CTX(t)->loop, &r->u.fs, r->owner->fd, &b, 1,
-                      f->append ? -1 : f->pos, tether__fs_on_done);
+                      f->append || f->stream ? -1 : f->pos, tether__fs_on_done);
     if (err == 0)
       f->busy = 1;
     return tether__fs_wait(L, t, box, err, 1, k, file_write_k);
@@ -596,7 +599,7 @@ static int file_write (lua_State *L) {
   tether__fs_attach(r, f->fd);
   b = uv_buf_init(r->buf, (unsigned)total);
   err = uv_fs_write(c->loop, &r->u.fs, f->fd->fd, &b, 1,
-                    f->append ? -1 : f->pos, tether__fs_on_done);
+                    f->append || f->stream ? -1 : f->pos, tether__fs_on_done);
   if (err == 0)
     f->busy = 1;
   return tether__fs_wait(L, t, n + 1, err, 1, n + 1, file_write_k);
@@ -664,6 +667,8 @@ static int file_seek (lua_State *L) {
     return tether__fname_error(L, fname, "offset must be an integer, got %s",
                                luaL_typename(L, 3));
   lua_settop(L, 3);
+  if (f->stream)
+    return raise_file_error(L, c, UV_ESPIPE, "seek");
   if (lua_isnil(L, 3)) {
     lua_pushinteger(L, 0);
     lua_replace(L, 3);
@@ -684,14 +689,23 @@ static int file_seek (lua_State *L) {
   return tether__fs_wait(L, t, SEEK_BOX, err, 0, 0, seek_end_k);
 }
 
-/* file:flush() -> the file: a checkpoint (writes are not buffered). */
+static int flush_k (lua_State *L, int status, lua_KContext k) {
+  struct task *t = tether__resumed(L, 1, k, flush_k);
+  (void)status;
+  if (t->scope->effective)
+    return tether__raise_cancelled(L, t);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* file:flush() -> true: a checkpoint (writes are not buffered). */
 static int file_flush (lua_State *L) {
   struct ctx *c = CTX(L);
   struct task *t;
   check_file(L, c, "file:flush");
   t = tether__check_task(L, c, "file:flush");
   lua_settop(L, 1);
-  return tether__reschedule(L, t, 0, tether__checkpoint_k);
+  return tether__reschedule(L, t, 0, flush_k);
 }
 
 /* Closes the descriptor once no request of the file runs on it. */
