@@ -19,11 +19,14 @@
 ** waits on it raises BusyResourceError.
 */
 
+#define _GNU_SOURCE /* preadv2, RWF_NOWAIT */
+
 #include <ctype.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -38,6 +41,7 @@ struct file {
   struct fd_owner *fd; /* NULL once closed */
   char *buf;           /* read-ahead block: the file's bytes from buf_off */
   size_t buf_len;
+  size_t buf_cap; /* bytes allocated at buf */
   int64_t buf_off;
   int64_t pos;  /* where the next read or write starts */
   size_t ahead; /* size of the next refill */
@@ -46,6 +50,10 @@ struct file {
   int stream;   /* not seekable (a pipe, a terminal): read and written in
                    order, without positions */
   int busy;     /* a task waits on a request of this file */
+  struct fs_req *prefetch; /* the block after buf, being read ahead while
+                              reading goes on in sequence; NULL if none */
+  int64_t prefetch_off;    /* where it reads */
+  int cached;              /* the last refill came from the page cache */
 };
 
 static struct file *check_open (lua_State *L, struct ctx *c,
@@ -80,10 +88,27 @@ static int raise_file_error (lua_State *L, struct ctx *c, int err,
   return tether__fs_raise(L, c, err, op, lua_tostring(L, -1));
 }
 
+/* Gives up the block being read ahead: its callback frees it. A reader
+   waiting for it (the file is being closed) raises ClosedResourceError. */
+static void drop_prefetch (struct file *f) {
+  static const struct wake_error closed_while_reading = {
+      ERROR_CLOSED, "file:read: the file was closed while a task was reading "
+                    "it"};
+  struct task *t;
+  if (f->prefetch == NULL)
+    return;
+  if ((t = tether__waitq_first(&f->prefetch->wait.waiting)) != NULL)
+    tether__waitq_raise(t, &closed_while_reading);
+  if (tether__request_abandon(&f->prefetch->wait))
+    tether__fs_free(f->prefetch);
+  f->prefetch = NULL;
+}
+
 static void drop_buffer (struct file *f) {
+  drop_prefetch(f);
   free(f->buf);
   f->buf = NULL;
-  f->buf_len = 0;
+  f->buf_len = f->buf_cap = 0;
   f->at_end = 0;
 }
 
@@ -374,6 +399,129 @@ static void check_formats (lua_State *L, int first, int last,
 
 static int file_read_k (lua_State *L, int status, lua_KContext k);
 
+static int read_formats (lua_State *L, struct ctx *c, struct task *t,
+                         struct file *f, int nfmt, int end);
+
+/* After waiting for the block read ahead: read the formats again. */
+static int prefetch_k (lua_State *L, int status, lua_KContext k) {
+  int nfmt = (int)k;
+  struct task *t = tether__resumed(L, nfmt + 1, k, prefetch_k);
+  struct file *f = lua_touserdata(L, 1);
+  (void)status;
+  f->busy = 0;
+  tether__check_wake(L, t); /* cancelled: the block stays the file's */
+  if (f->fd == NULL)
+    return tether__raise(L, TASK_CTX(t), ERROR_CLOSED, "file:read",
+                         "the file was closed while a task was reading it");
+  return read_formats(L, TASK_CTX(t), t, f, nfmt, 0);
+}
+
+/* The block read ahead, once read, joins the bytes buffered at the
+   position; 0 when it failed (a refill then reports the error). */
+static int take_prefetch (struct file *f, size_t keep, const char *kept) {
+  struct fs_req *r = f->prefetch;
+  size_t n, r_len;
+  char *block;
+  f->prefetch = NULL;
+  if (r->wait.status < 0) {
+    tether__fs_free(r);
+    return 0;
+  }
+  n = (size_t)r->u.fs.result;
+  r_len = r->len;
+  if (keep == 0) {
+    block = r->buf;
+    r->buf = NULL;
+  }
+  else if ((block = malloc(keep + n)) != NULL) {
+    memcpy(block, kept, keep);
+    memcpy(block + keep, r->buf, n);
+  }
+  f->at_end = n < r->len;
+  tether__fs_free(r);
+  if (block == NULL)
+    return 0;
+  free(f->buf);
+  f->buf = block;
+  f->buf_off = f->pos;
+  f->buf_len = keep + n;
+  f->buf_cap = keep == 0 ? r_len : keep + n;
+  return 1;
+}
+
+/*
+** After a read served from a block it has read more than half of, the next
+** block is read ahead (while reading goes on in sequence): reading waits
+** less, and the Lua side copies one block while the pool reads the next.
+** Not reading ahead (no memory) is not an error.
+*/
+static void start_prefetch (struct ctx *c, struct file *f) {
+  int64_t end = f->buf_off + (int64_t)f->buf_len;
+  struct fs_req *r;
+  uv_buf_t b;
+  if (f->prefetch != NULL || f->buf == NULL || f->stream || f->at_end ||
+      f->cached || f->ahead < AHEAD_MAX ||
+      (end - f->pos) * 2 > (int64_t)f->buf_len)
+    return;
+  r = calloc(1, sizeof *r);
+  if (r == NULL || (r->buf = malloc(f->ahead)) == NULL) {
+    free(r);
+    return;
+  }
+  r->len = f->ahead;
+  r->is_fs = 1;
+  tether__request_init(&r->wait);
+  tether__fs_attach(r, f->fd);
+  b = uv_buf_init(r->buf, (unsigned)f->ahead);
+  if (uv_fs_read(c->loop, &r->u.fs, f->fd->fd, &b, 1, end, tether__fs_on_done) <
+      0) {
+    tether__fs_free(r);
+    return;
+  }
+  f->prefetch = r;
+  f->prefetch_off = end;
+}
+
+/*
+** A refill from the page cache, on the loop thread: preadv2 with
+** RWF_NOWAIT reads only what is cached and never waits for a disk, so it
+** is no blocking call; reading what is not cached goes to the pool. The
+** block is reused (no request, no allocation, and its memory stays in the
+** cache). 1 when it read something.
+*/
+static int refill_cached (struct file *f, size_t want) {
+  size_t keep;
+  const char *kept = buffered(f, f->pos, &keep);
+  int64_t from = f->pos + (int64_t)keep;
+  struct iovec iov;
+  ssize_t n;
+  if (f->stream || f->prefetch != NULL)
+    return 0;
+  if (f->buf_cap < keep + want) {
+    char *block = malloc(keep + want);
+    if (block == NULL)
+      return 0;
+    if (keep > 0)
+      memcpy(block, kept, keep);
+    free(f->buf);
+    f->buf = block;
+    f->buf_cap = keep + want;
+  }
+  else if (keep > 0)
+    memmove(f->buf, kept, keep);
+  f->buf_off = f->pos;
+  f->buf_len = keep;
+  iov.iov_base = f->buf + keep;
+  iov.iov_len = want;
+  n = preadv2(f->fd->fd, &iov, 1, from, RWF_NOWAIT);
+  if (n <= 0) /* not cached, the end, or an error: the pool says which */
+    return 0;
+  f->buf_len = keep + (size_t)n;
+  f->at_end = 0;
+  f->cached = 1;
+  return 1;
+}
+
 /* Starts a refill of 'want' bytes past what is buffered at the position. */
 static int refill (lua_State *L, struct ctx *c, struct task *t, struct file *f,
                    size_t want, int nfmt) {
@@ -383,6 +531,19 @@ static int refill (lua_State *L, struct ctx *c, struct task *t, struct file *f,
   struct fs_req *r;
   uv_buf_t b;
   int err;
+  if (f->prefetch != NULL && f->prefetch_off == from) {
+    if (!f->prefetch->wait.done) {
+      f->busy = 1;
+      return tether__wait(L, t, &f->prefetch->wait.waiting, nfmt, prefetch_k);
+    }
+    if (take_prefetch(f, keep, kept))
+      return read_formats(L, c, t, f, nfmt, f->at_end);
+  }
+  drop_prefetch(f); /* not where reading goes on */
+  if (refill_cached(f, want < f->ahead ? f->ahead : want))
+    return read_formats(L, c, t, f, nfmt, 0);
+  f->cached = 0;
+  kept = buffered(f, f->pos, &keep); /* the block may have moved */
   if (f->buf != NULL && from == f->buf_off + (int64_t)f->buf_len) {
     if (f->ahead < AHEAD_MAX) /* reading on in sequence */
       f->ahead *= 2;
@@ -421,6 +582,7 @@ static int read_formats (lua_State *L, struct ctx *c, struct task *t,
       break;
   }
   f->pos = p;
+  start_prefetch(c, f);
   return lua_gettop(L) - nfmt - 1;
 }
 
@@ -445,6 +607,7 @@ static int file_read_k (lua_State *L, int status, lua_KContext k) {
   }
   free(f->buf); /* the refill replaces the block */
   f->buf = r->buf;
+  f->buf_cap = r->len;
   r->buf = NULL;
   f->buf_off = f->pos;
   f->buf_len = (size_t)r->value + (size_t)result;
