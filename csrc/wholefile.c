@@ -46,8 +46,9 @@ static void fail (struct fs_req *r, enum step step) {
 ** Reading
 ** ===================================================================== */
 
-/* In a pool thread: the file into r->buf (r->len bytes); r->value is the
-   limit (-1: none) before, 0 or a libuv error after. */
+/* In a pool thread: the file into r->buf (r->len bytes allocated before,
+   read after); r->value is the limit (-1: none) before, 0 or a libuv error
+   after. */
 static void read_job (uv_work_t *req) {
   struct fs_req *r = (struct fs_req *)req;
   int64_t max = r->value;
@@ -70,9 +71,18 @@ static void read_job (uv_work_t *req) {
     close(fd);
     return;
   }
-  cap = (size_t)st.st_size + 1; /* one more: the end is seen at once */
-  if (cap < 4096)
-    cap = 4096; /* /proc and the like say 0 */
+  cap = r->len;
+  if ((size_t)st.st_size + 1 > cap) { /* one more: the end is seen at once */
+    char *grown = realloc(r->buf, (size_t)st.st_size + 1);
+    if (grown == NULL) {
+      errno = ENOMEM;
+      fail(r, STEP_READ);
+      close(fd);
+      return;
+    }
+    r->buf = grown;
+    cap = (size_t)st.st_size + 1;
+  }
   for (;;) {
     ssize_t n;
     if (len == cap) {
@@ -84,11 +94,6 @@ static void read_job (uv_work_t *req) {
       }
       r->buf = grown;
       cap *= 2;
-    }
-    if (r->buf == NULL && (r->buf = malloc(cap)) == NULL) {
-      errno = ENOMEM;
-      fail(r, STEP_READ);
-      break;
     }
     n = read(fd, r->buf + len, cap - len);
     if (n < 0 && errno == EINTR)
@@ -109,6 +114,8 @@ static void read_job (uv_work_t *req) {
   r->len = len;
   close(fd);
 }
+
+#define SMALL_FILE 16384
 
 /* Stack of read_file: path, max, the box. */
 #define READ_BOX 3
@@ -137,7 +144,7 @@ static int read_file_k (lua_State *L, int status, lua_KContext k) {
     tether__set_error_class(L, -1, c, ERROR_LIMIT);
     return lua_error(L);
   }
-  lua_pushlstring(L, r->buf != NULL ? r->buf : "", r->len);
+  lua_pushlstring(L, r->buf, r->len);
   tether__fs_drop(L, READ_BOX);
   return 1;
 }
@@ -161,7 +168,9 @@ static int core_read_file (lua_State *L) {
   t = tether__check_task(L, c, fname);
   if (t->scope->effective)
     return tether__fs_cancelled(L, t, core_read_file);
-  r = tether__fs_request(L, c, 0, 0);
+  /* a small file's buffer comes from the loop thread: a block a pool
+     thread allocated and this one frees would grow the pool thread's arena */
+  r = tether__fs_request(L, c, SMALL_FILE, 0);
   r->value = lua_isnil(L, 2) ? -1 : lua_tointeger(L, 2);
   r->path = strdup(lua_tostring(L, 1));
   if (r->path == NULL) {
