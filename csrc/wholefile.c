@@ -200,15 +200,13 @@ static int write_all (int fd, const char *s, size_t len) {
   return 0;
 }
 
-/* A new file beside the target; its name in r->temp. */
+#define TEMP_SUFFIX 48 /* room for ".tmp-<pid>-<hex>" */
+
+/* A new file beside the target; its name in r->temp (allocated by the loop
+   thread). */
 static int open_temp (struct fs_req *r) {
-  size_t n = strlen(r->path) + 48;
+  size_t n = strlen(r->path) + TEMP_SUFFIX;
   int attempt, fd = -1;
-  r->temp = malloc(n);
-  if (r->temp == NULL) {
-    errno = ENOMEM;
-    return -1;
-  }
   for (attempt = 0; attempt < 100 && fd < 0; attempt++) {
     snprintf(r->temp, n, "%s.tmp-%ld-%lx", r->path, (long)getpid(),
              (unsigned long)(uv_hrtime() ^ (uint64_t)(uintptr_t)r) +
@@ -216,10 +214,6 @@ static int open_temp (struct fs_req *r) {
     fd = open(r->temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0 && errno != EEXIST)
       break;
-  }
-  if (fd < 0) {
-    free(r->temp);
-    r->temp = NULL;
   }
   return fd;
 }
@@ -294,7 +288,9 @@ static int core_write_file (lua_State *L) {
     memcpy(r->buf, data, len);
   r->flags = lua_toboolean(L, 3);
   r->path = strdup(lua_tostring(L, 1));
-  if (r->path == NULL) {
+  if (r->flags && r->path != NULL)
+    r->temp = malloc(strlen(r->path) + TEMP_SUFFIX);
+  if (r->path == NULL || (r->flags && r->temp == NULL)) {
     tether__fs_drop(L, WRITE_BOX);
     return luaL_error(L, "not enough memory");
   }
