@@ -42,6 +42,16 @@ static void fail (struct fs_req *r, enum step step) {
   r->flags = step;
 }
 
+/* A copy of the path at 'idx' for the pool thread, or NULL (no memory). */
+static char *copy_path (lua_State *L, int idx) {
+  size_t len;
+  const char *path = lua_tolstring(L, idx, &len);
+  char *copy = malloc(len + 1);
+  if (copy != NULL)
+    memcpy(copy, path, len + 1);
+  return copy;
+}
+
 /* {====================================================================
 ** Reading
 ** ===================================================================== */
@@ -172,7 +182,7 @@ static int core_read_file (lua_State *L) {
      thread allocated and this one frees would grow the pool thread's arena */
   r = tether__fs_request(L, c, SMALL_FILE, 0);
   r->value = lua_isnil(L, 2) ? -1 : lua_tointeger(L, 2);
-  r->path = strdup(lua_tostring(L, 1));
+  r->path = copy_path(L, 1);
   if (r->path == NULL) {
     tether__fs_drop(L, READ_BOX);
     return luaL_error(L, "not enough memory");
@@ -287,7 +297,7 @@ static int core_write_file (lua_State *L) {
   if (len > 0)
     memcpy(r->buf, data, len);
   r->flags = lua_toboolean(L, 3);
-  r->path = strdup(lua_tostring(L, 1));
+  r->path = copy_path(L, 1);
   if (r->flags && r->path != NULL)
     r->temp = malloc(strlen(r->path) + TEMP_SUFFIX);
   if (r->path == NULL || (r->flags && r->temp == NULL)) {
