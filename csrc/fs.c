@@ -160,10 +160,10 @@ static int fs_call (lua_State *L, enum fs_op op, lua_CFunction self) {
   t = tether__check_task(L, c, d->fname);
   if (t->scope->effective)
     return tether__fs_cancelled(L, t, self);
+  p1 = lua_tostring(L, 1);
+  p2 = d->args[1] == 'p' ? lua_tostring(L, 2) : NULL;
   r = tether__fs_request(L, c, 0, 1);
   req = &r->u.fs;
-  p1 = lua_tostring(L, 1);
-  p2 = lua_tostring(L, 2);
   switch (op) {
     case OP_STAT:
     case OP_EXISTS:

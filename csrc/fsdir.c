@@ -118,6 +118,17 @@ static int next_entry (lua_State *L, struct dir *d) {
   return 2;
 }
 
+/* A readdir's callback: from now on the entries' names are the request's
+   (its cleanup frees them through r->dir), whenever the Dir closes. */
+static void on_readdir (uv_fs_t *req) {
+  struct fs_req *r = (struct fs_req *)req;
+  if (req->ptr != NULL) {
+    r->dir = *(uv_dir_t *)req->ptr;
+    req->ptr = &r->dir;
+  }
+  tether__fs_on_done(req);
+}
+
 /* Stack of a read: the Dir, the box. */
 #define READ_BOX 2
 
@@ -141,7 +152,7 @@ static int readdir_k (lua_State *L, int status, lua_KContext k) {
     lua_pushstring(L, dirent_kind(e->type));
     lua_rawseti(L, -2, 2 * i + 2);
   }
-  tether__fs_drop(L, READ_BOX); /* frees the names through dir->dirents */
+  tether__fs_drop(L, READ_BOX); /* frees the names */
   if (d->dir != NULL)
     d->dir->dirents = NULL;
   lua_settop(L, 1);
@@ -188,7 +199,7 @@ static int dir_next (lua_State *L) {
   r = tether__fs_request(L, c, BATCH * sizeof(uv_dirent_t), 1);
   d->dir->dirents = (uv_dirent_t *)r->buf;
   d->dir->nentries = BATCH;
-  err = uv_fs_readdir(c->loop, &r->u.fs, d->dir, tether__fs_on_done);
+  err = uv_fs_readdir(c->loop, &r->u.fs, d->dir, on_readdir);
   if (err == 0)
     d->busy = 1;
   return tether__fs_wait(L, t, READ_BOX, err, 1, 0, readdir_k);

@@ -75,7 +75,8 @@ void tether__fs_on_job_done (uv_work_t *req, int status) {
 
 static int box__gc (lua_State *L) {
   struct fs_box *b = lua_touserdata(L, 1);
-  if (b->r != NULL && tether__request_abandon(&b->r->wait))
+  if (b->r != NULL &&
+      (!b->r->started || tether__request_abandon(&b->r->wait)))
     tether__fs_free(b->r);
   b->r = NULL;
   return 0;
@@ -117,10 +118,16 @@ void tether__fs_drop (lua_State *L, int idx) {
   b->r = NULL;
 }
 
-/* A shielded wait stays parked when cancelled. */
+/* A shielded wait stays parked when cancelled. Only when the run failed
+   and its tasks are abandoned does the task leave the queue (its box then
+   abandons the request). */
 static int shielded_abort (struct task *t) {
-  (void)t;
-  return 0;
+  struct waitq *q = t->wait_data;
+  if (!TASK_CTX(t)->fatal)
+    return 0;
+  queue_remove(&t->node);
+  q->count--;
+  return 1;
 }
 
 int tether__fs_wait (lua_State *L, struct task *t, int box, int err,
@@ -135,6 +142,7 @@ int tether__fs_wait (lua_State *L, struct task *t, int box, int err,
       return luaL_error(L, "not enough memory");
     return luaL_error(L, "%s", uv_strerror(err));
   }
+  r->started = 1;
   if (!shielded)
     return tether__wait(L, t, q, kctx, k);
   queue_insert_tail(&q->tasks, &t->node);
