@@ -51,6 +51,8 @@ local WORKLOADS = {
   { id = "w6", script = "w6_idle_memory.lua",
     variants = { "tether", "floor", "cqueues", "luv" } },
   { id = "w8", script = "w8_idle_conns.lua", variants = { "tether" } },
+  { id = "w13", script = "w13_files.lua",
+    variants = { "tether_big", "io_big", "tether_small", "io_small" } },
 }
 
 local function wanted(id)
@@ -217,6 +219,12 @@ local ROWS = {
     key = "rss_bytes_per_conn", digits = 0, max = 5120, tether_only = true },
   { label = "W8 idle TCP connection with its task, Lua heap growth (B)", w = "w8",
     t = "tether", key = "gc_bytes_per_conn", digits = 0, tether_only = true },
+  { label = "W13 read a 100 MB file in 64 KiB chunks, floor = Lua's io (ms)", w = "w13",
+    t = "tether_big", floor = "io_big", key = "s", scale = 1e3, digits = 1,
+    floor_ratio = 1.25 },
+  { label = "W13 1000 small files, fs.read_file concurrently, floor = an io.open loop (ms)",
+    w = "w13", t = "tether_small", floor = "io_small", key = "s", scale = 1e3, digits = 1,
+    floor_ratio = 1 },
 }
 
 local function target_text(row)
