@@ -75,8 +75,7 @@ void tether__fs_on_job_done (uv_work_t *req, int status) {
 
 static int box__gc (lua_State *L) {
   struct fs_box *b = lua_touserdata(L, 1);
-  if (b->r != NULL &&
-      (!b->r->started || tether__request_abandon(&b->r->wait)))
+  if (b->r != NULL && (!b->r->started || tether__request_abandon(&b->r->wait)))
     tether__fs_free(b->r);
   b->r = NULL;
   return 0;

@@ -612,12 +612,12 @@ struct fs_req {
   struct fd_owner *owner; /* the descriptor it works on, or NULL */
   char *buf;              /* its data (a read's block, a write's copy) */
   size_t len;
-  int is_fs;   /* a uv_fs_t (else a job, see wholefile.c) */
-  int started; /* handed to libuv, which will call back */
-  int64_t value;       /* a job's result */
-  char *path, *temp;   /* a job's paths */
-  int flags, mode;     /* a job's options */
-  uv_dir_t dir;        /* a finished readdir's entries (see fsdir.c) */
+  int is_fs;         /* a uv_fs_t (else a job, see wholefile.c) */
+  int started;       /* handed to libuv, which will call back */
+  int64_t value;     /* a job's result */
+  char *path, *temp; /* a job's paths */
+  int flags, mode;   /* a job's options */
+  uv_dir_t dir;      /* a finished readdir's entries (see fsdir.c) */
 };
 TETHER__HIDDEN void tether__open_fsreq (lua_State *L, struct ctx *c);
 TETHER__HIDDEN struct fs_req *tether__fs_request (lua_State *L, struct ctx *c,

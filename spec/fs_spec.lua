@@ -56,7 +56,8 @@ describe("fs.read_file", function()
       for name, data in pairs { empty = "", text = "a\nb", bin = table.concat(bin):rep(4000) } do
         assert.equal(data, fs.read_file(put(d .. "/" .. name, data)))
       end
-      assert.equal(slurp("/proc/self/status"):match("^Name:"), fs.read_file("/proc/self/status"):match("^Name:"))
+      -- /proc says size 0: read until the end anyway
+      assert.equal("Name:", fs.read_file("/proc/self/status"):match("^Name:"))
     end)
   end)
 
@@ -126,7 +127,9 @@ describe("fs.write_file", function()
       fs.write_file(path, a)
       tether.task_group(function(tg)
         for i = 1, 20 do
-          tg:start_soon(function() fs.write_file(path, i % 2 == 0 and a or b, { atomic = true }) end)
+          tg:start_soon(function()
+            fs.write_file(path, i % 2 == 0 and a or b, { atomic = true })
+          end)
           tg:start_soon(function()
             local data = fs.read_file(path)
             assert.is_true(data == a or data == b)
@@ -142,7 +145,8 @@ describe("fs.stat, lstat and exists", function()
     helper.run(function()
       local d = fresh_dir()
       local path = put(d .. "/f", "12345")
-      assert(os.execute(("chmod 604 %s && ln -s f %s/l && ln -s nowhere %s/dangling"):format(path, d, d)))
+      assert(os.execute(("chmod 604 %s && ln -s f %s/l && ln -s nowhere %s/dangling")
+        :format(path, d, d)))
       local st = fs.stat(path)
       assert.equal("file", st.type)
       assert.equal(5, st.size)
@@ -151,7 +155,9 @@ describe("fs.stat, lstat and exists", function()
       assert.is_true(math.abs(st.mtime - os.time()) < 60)
       assert.equal("float", math.type(st.mtime))
       for _, k in ipairs { "atime", "ctime" } do assert.equal("float", math.type(st[k])) end
-      for _, k in ipairs { "ino", "dev", "uid", "gid" } do assert.equal("integer", math.type(st[k])) end
+      for _, k in ipairs { "ino", "dev", "uid", "gid" } do
+        assert.equal("integer", math.type(st[k]))
+      end
       assert.equal("dir", fs.stat(d).type)
       assert.equal("file", fs.stat(d .. "/l").type)
       assert.equal("link", fs.lstat(d .. "/l").type)
@@ -231,7 +237,10 @@ describe("fs.dir", function()
     helper.run(function()
       local d = fresh_dir()
       local expected = {}
-      for i = 1, 150 do put(("%s/f%03d"):format(d, i), ""); expected[("f%03d"):format(i)] = "file" end
+      for i = 1, 150 do
+        put(("%s/f%03d"):format(d, i), "")
+        expected[("f%03d"):format(i)] = "file"
+      end
       fs.mkdir(d .. "/sub"); expected.sub = "dir"
       fs.symlink("f001", d .. "/link"); expected.link = "link"
       local got = {}
@@ -250,7 +259,7 @@ describe("fs.dir", function()
       for i = 1, 100 do put(d .. "/" .. i, "") end
       local open = helper.open_descriptors()
       for _ = 1, 20 do
-        for _ in fs.dir(d) do break end
+        for _ in fs.dir(d) do break end -- luacheck: ignore 512
         pcall(function() for _ in fs.dir(d) do error("stop") end end)
         local entries <close> = fs.dir(d)
         assert.is_string(entries:next())
@@ -315,7 +324,8 @@ describe("tether.fs misuse", function()
       helper.misuse("^tether.fs.read_file: path must be a string", fs.read_file, nil)
       helper.misuse("^tether.fs.read_file: max must be an integer", fs.read_file, "x", -1)
       helper.misuse("^tether.fs.write_file: data must be a string", fs.write_file, "x", 1)
-      helper.misuse("^tether.fs.write_file: unknown option atomc", fs.write_file, "x", "", { atomc = 1 })
+      helper.misuse("^tether.fs.write_file: unknown option atomc", fs.write_file, "x", "",
+        { atomc = 1 })
       helper.misuse("^tether.fs.stat: argument #1 must be a path", fs.stat, {})
       helper.misuse("^tether.fs.chmod: argument #2 must be an integer mode", fs.chmod, "x", "755")
       helper.misuse("^tether.fs.mkdir: options must be a table", fs.mkdir, "x", true)
@@ -333,7 +343,8 @@ describe("tether.fs misuse", function()
       local d = fresh_dir()
       put(d .. "/f", "x")
       for _, call in ipairs {
-        function() fs.stat(d) end, function() fs.exists(d) end, function() fs.read_file(d .. "/f") end,
+        function() fs.stat(d) end, function() fs.exists(d) end,
+        function() fs.read_file(d .. "/f") end,
         function() fs.mkdir(d .. "/never") end, function() fs.dir(d) end,
         function() fs.watch(d) end, function() fs.remove(d .. "/f") end,
       } do

@@ -22,8 +22,8 @@ local got = tether.run(function()
   do
     local f <close> = tether.open_file(dir .. "/a.txt", "r+")
     out[#out + 1] = f:read("l")
-    local line, number = f:read("L", "n")
-    out[#out + 1] = line .. number
+    local second, number = f:read("L", "n")
+    out[#out + 1] = second .. number
     f:seek("end")
     f:write("five", 6, "\n")
     f:seek("set", 0)
