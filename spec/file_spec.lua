@@ -50,7 +50,7 @@ end
 local function binary()
   local bytes = {}
   for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
-  return table.concat(bytes):rep(300) .. "\0\n\0"
+  return table.concat(bytes):rep(20) .. "\0\n\0"
 end
 
 local files = {
@@ -97,10 +97,11 @@ local FORMATS = {
 
 describe("file:read", function()
   it("reads every format as Lua's io does, on small files", function()
-    helper.run(function()
+    helper.run_within(60, function()
       for name, path in pairs(files) do
         for _, fmts in ipairs(FORMATS) do
-          local ok, err = pcall(compare, path, fmts, 100000)
+          -- (read(0) consumes nothing: it returns "" until the end, for ever)
+          local ok, err = pcall(compare, path, fmts, fmts[1] == 0 and 50 or 20000)
           if not ok then error(name .. ": " .. tostring(err), 0) end
         end
       end
@@ -147,7 +148,7 @@ describe("file:seek", function()
       local tf <close> = tether.open_file(files.binary, "rb")
       local moves = {
         { "cur" }, { "set", 10 }, { "cur", 5 }, { "cur", -3 }, { "end" }, { "end", -100 },
-        { "set" }, { "set", 76800 }, { "cur", 1000 },
+        { "set" }, { "set", 5120 }, { "cur", 1000 },
       }
       for _, m in ipairs(moves) do
         assert.equal(f:seek(m[1], m[2]), tf:seek(m[1], m[2]))
