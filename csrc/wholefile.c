@@ -120,6 +120,10 @@ static void read_job (uv_work_t *req) {
       r->flags = STEP_LIMIT;
       break;
     }
+    if (S_ISREG(st.st_mode) && st.st_size > 0 && len >= (size_t)st.st_size &&
+        len < cap)
+      break; /* all it had and a short read: the end (saves a read; not for
+                /proc, whose files say size 0) */
   }
   r->len = len;
   close(fd);
