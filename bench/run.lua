@@ -54,6 +54,8 @@ local WORKLOADS = {
   { id = "w10", script = "w10_spawn.lua",
     variants = { "tether", "tether_50", "tether_run", "luv_spawn", "luv_spawn_50", "asyncio",
       "asyncio_50", "tether_drain", "cat_pipe", "tether_capture", "lua_popen" } },
+  { id = "w13", script = "w13_files.lua",
+    variants = { "tether_big", "io_big", "tether_small", "io_small" } },
 }
 
 local function wanted(id)
@@ -239,6 +241,12 @@ local ROWS = {
     floor_ratio = 1.25 },
   { label = "W10 100 MB captured (s); floor = Lua io.popen():read(\"a\")", w = "w10",
     t = "tether_capture", floor = "lua_popen", key = "seconds", digits = 2 },
+  { label = "W13 read a 100 MB file in 64 KiB chunks, floor = Lua's io (ms)", w = "w13",
+    t = "tether_big", floor = "io_big", key = "s", scale = 1e3, digits = 1,
+    floor_ratio = 1.25 },
+  { label = "W13 1000 small files, fs.read_file concurrently, floor = an io.open loop (ms)",
+    w = "w13", t = "tether_small", floor = "io_small", key = "s", scale = 1e3, digits = 1,
+    floor_ratio = 1 },
 }
 
 local function target_text(row)

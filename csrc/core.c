@@ -144,6 +144,7 @@ static int ctx__gc (lua_State *L) {
     tether__listeners_stop(c);
     tether__udps_stop(c);
     tether__processes_stop(c);
+    tether__watchers_stop(c);
     tether__signals_stop(c);
     uv_mutex_lock(&c->posts_lock);
     c->posts_closed = 1;
@@ -178,6 +179,7 @@ static struct ctx *open_ctx (lua_State *L) {
   queue_init(&c->listeners);
   queue_init(&c->udps);
   queue_init(&c->children);
+  queue_init(&c->watchers);
   heap_init(&c->deadlines);
   heap_node_init(&c->watchdog);
   c->watchdog.kind = DEADLINE_WATCHDOG;
@@ -205,12 +207,14 @@ static struct ctx *open_ctx (lua_State *L) {
 
 TETHER_API int luaopen_tether_core (lua_State *L) {
   static const tether_open_fn openers[] = {
-      tether__open_errors,     tether__open_loop,     tether__open_task,
-      tether__open_scope,      tether__open_group,    tether__open_signal,
-      tether__open_park,       tether__open_event,    tether__open_stream,
-      tether__open_bytestream, tether__open_listener, tether__open_tcp,
-      tether__open_unix,       tether__open_stdio,    tether__open_udp,
-      tether__open_process};
+      tether__open_errors,     tether__open_loop,      tether__open_task,
+      tether__open_scope,      tether__open_group,     tether__open_signal,
+      tether__open_park,       tether__open_event,     tether__open_stream,
+      tether__open_bytestream, tether__open_listener,  tether__open_tcp,
+      tether__open_unix,       tether__open_stdio,     tether__open_udp,
+      tether__open_process,    tether__open_fsreq,     tether__open_file,
+      tether__open_fs,         tether__open_wholefile, tether__open_fsdir,
+      tether__open_fswatch};
   struct ctx *c;
   size_t i;
   luaL_checkversion(L);

@@ -366,6 +366,7 @@ TETHER_API int tether_shutdown (lua_State *L) {
   tether__listeners_stop(c);
   tether__udps_stop(c);
   tether__processes_stop(c);
+  tether__watchers_stop(c);
   tether__signals_stop(c);
   tether__close_hub(c);
   uv_run(c->loop, UV_RUN_NOWAIT); /* runs the close callbacks */

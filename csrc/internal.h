@@ -50,6 +50,10 @@ enum tether_class {
   CLASS_LISTENER,
   CLASS_UDP,
   CLASS_PROCESS,
+  CLASS_FS_REQUEST,
+  CLASS_FILE,
+  CLASS_DIR,
+  CLASS_WATCHER,
   NCLASSES
 };
 
@@ -305,6 +309,7 @@ struct ctx {
   struct queue udps;               /* open UDP sockets */
   struct queue children;           /* child processes libuv has not reaped */
   int spawned;             /* this run started a child: libuv watches SIGCHLD */
+  struct queue watchers;   /* open file-system watchers */
   char *scratch;           /* where a stream with nothing buffered reads */
   int sigpipe_held;        /* tether.run keeps SIGPIPE from killing it */
   int tty_mode_set;        /* a terminal's mode was changed */
@@ -603,5 +608,56 @@ TETHER__HIDDEN void tether__open_stream (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__open_group (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__task_finished (lua_State *L, struct task *t,
                                            int ok);
+
+/* fsreq.c: file-system requests a task waits for */
+struct fd_owner {
+  int fd;       /* -1 when none */
+  int inflight; /* requests running on it */
+  int closing;  /* its file is closed: close it after the last request */
+};
+
+struct fs_req {
+  union {
+    uv_fs_t fs;
+    uv_work_t work;
+  } u; /* first: libuv's callbacks cast */
+  struct request_wait wait;
+  struct fd_owner *owner; /* the descriptor it works on, or NULL */
+  char *buf;              /* its data (a read's block, a write's copy) */
+  size_t len;
+  int is_fs;         /* a uv_fs_t (else a job, see wholefile.c) */
+  int started;       /* handed to libuv, which will call back */
+  int64_t value;     /* a job's result */
+  char *path, *temp; /* a job's paths */
+  int flags, mode;   /* a job's options */
+  uv_dir_t dir;      /* a finished readdir's entries (see fsdir.c) */
+};
+TETHER__HIDDEN void tether__open_fsreq (lua_State *L, struct ctx *c);
+TETHER__HIDDEN struct fs_req *tether__fs_request (lua_State *L, struct ctx *c,
+                                                  size_t buflen, int is_fs);
+TETHER__HIDDEN struct fs_req *tether__fs_box (lua_State *L, int idx);
+TETHER__HIDDEN void tether__fs_drop (lua_State *L, int idx);
+TETHER__HIDDEN void tether__fs_free (struct fs_req *r);
+TETHER__HIDDEN void tether__fs_attach (struct fs_req *r, struct fd_owner *o);
+TETHER__HIDDEN void tether__fd_release (struct fd_owner *o);
+TETHER__HIDDEN void tether__fs_on_done (uv_fs_t *req);
+TETHER__HIDDEN void tether__fs_on_job_done (uv_work_t *req, int status);
+TETHER__HIDDEN int tether__fs_wait (lua_State *L, struct task *t, int box,
+                                    int err, int shielded, lua_KContext kctx,
+                                    lua_KFunction k);
+TETHER__HIDDEN struct fs_req *tether__fs_woken (lua_State *L, struct task *t,
+                                                int box);
+TETHER__HIDDEN int tether__fs_raise (lua_State *L, struct ctx *c, int err,
+                                     const char *op, const char *target);
+TETHER__HIDDEN int tether__fs_cancelled (lua_State *L, struct task *t,
+                                         lua_CFunction again);
+
+/* file.c, fs.c, wholefile.c, fsdir.c, fswatch.c */
+TETHER__HIDDEN void tether__open_file (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__open_fs (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__open_wholefile (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__open_fsdir (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__open_fswatch (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__watchers_stop (struct ctx *c);
 
 #endif

@@ -335,6 +335,7 @@ static int end_run (struct ctx *c) {
   tether__listeners_stop(c);
   tether__udps_stop(c);
   tether__processes_stop(c);
+  tether__watchers_stop(c);
   tether__signals_stop(c);
   err = close_loop(c);
   if (c->spawned) /* libuv's SIGCHLD watcher is gone with the loop */

@@ -1338,6 +1338,168 @@
 -- @tparam function handler
 -- @tparam[opt] table opts `group`, `handler_errors`
 
+--- Files.
+-- @section files
+
+--- Opens a file. Its reads and writes run off the loop (in libuv's thread
+-- pool; a read the page cache can answer is done at once without waiting
+-- for a disk), so other tasks keep running while a disk is slow. A
+-- checkpoint; opening to read (`"r"`, `"r+"`) is cancellable, opening to
+-- create or truncate (`"w"`, `"a"` and their `+` forms) completes once
+-- started.
+-- @function open_file
+-- @tparam string path
+-- @tparam[opt="r"] string mode as Lua's `io.open`: `"r"`, `"w"`, `"a"`,
+-- `"r+"`, `"w+"`, `"a+"`, each with an optional `"b"` (ignored)
+-- @treturn File
+-- @raise `OSError` (`op = "open"`, `target = path`; `code` such as
+-- `"ENOENT"`, `"EACCES"`, `"EISDIR"`); misuse errors for a bad path or mode,
+-- or outside `tether.run`
+-- @usage
+-- local f <close> = tether.open_file("/etc/hosts")
+-- for line in f:lines() do print(line) end
+
+--- Files and directories by path, each call one operation off the loop
+-- (libuv's thread pool) and a checkpoint. Calls that only look (`stat`,
+-- `lstat`, `exists`, `readlink`, `realpath`, `read_file`, `dir`) are
+-- cancellable; calls that change something (`mkdir`, `remove`, `rename`,
+-- `copy`, `symlink`, `chmod`, `write_file`) complete once started, so one
+-- that raised `Cancelled` changed nothing. Errors are `OSError`s with `code`
+-- (such as `"ENOENT"`), `errno`, `op` (the system call, such as `"stat"`)
+-- and `target` (the path).
+--
+-- - `fs.read_file(path[, max])` -> the file's bytes; over `max` bytes
+--   raises `LimitExceeded` (its `limit` is `max`).
+-- - `fs.write_file(path, data[, {atomic = true}])` replaces the file's
+--   content. With `atomic`, `data` goes to a new file beside it, which is
+--   synced and renamed over `path` (keeping the old file's permissions):
+--   readers see the old or the new content, never a mix, and on an error or
+--   a crash no temporary file is left (the file name ends in
+--   `.tmp-<pid>-<hex>` while it exists).
+-- - `fs.stat(path)`, `fs.lstat(path)` (a link itself) -> `{type, size,
+--   mode, mtime, atime, ctime, ino, dev, nlink, uid, gid}`: `type` is
+--   `"file"`, `"dir"`, `"link"`, `"fifo"`, `"socket"`, `"char"`, `"block"`
+--   or `"unknown"`; `mode` the permission bits (an integer); the times are
+--   seconds (floats).
+-- - `fs.exists(path)` -> boolean; follows links (a dangling link is false).
+-- - `fs.mkdir(path[, {parents = true, mode = 511}])`: an existing directory
+--   raises `EEXIST` unless `parents`, which also makes the missing parents.
+-- - `fs.remove(path[, {recursive = true}])` removes a file, a link or an
+--   empty directory; `recursive` removes a directory with what is in it
+--   (links are removed, not followed).
+-- - `fs.rename(from, to)`, `fs.copy(from, to)` (a file's content),
+--   `fs.symlink(target, path)`, `fs.readlink(path)` -> the target,
+--   `fs.realpath(path)` -> the absolute path without links,
+--   `fs.chmod(path, mode)` (an integer, such as `tonumber("644", 8)`).
+-- - `fs.dir(path)` -> a `Dir` of the directory's entries, for `for name,
+--   kind in tether.fs.dir(path) do` (`kind` as `stat`'s `type`; no `"."`
+--   and `".."`); the loop closes the directory however it ends.
+-- - `fs.watch(path)` -> a `Watcher` of changes to a file or in a
+--   directory, for `for event, name in tether.fs.watch(path) do` (`event`:
+--   `"change"` or `"rename"`; `name`: the entry that changed, relative to
+--   the watched directory). Watching starts at the call: changes that come
+--   before the first read are kept.
+-- @table fs
+-- @usage
+-- local fs = tether.fs
+-- fs.mkdir("out/logs", { parents = true })
+-- fs.write_file("out/state.json", encode(state), { atomic = true })
+-- for name, kind in fs.dir("out") do print(name, kind) end
+
+--- An open file, made by `open_file`: the methods of Lua's `file`, off the
+-- loop. A to-be-closed value; it is also closed when collected. Its position
+-- is its own: reads are positional and consume nothing until they have all
+-- they return, so a cancelled read leaves the position and the data as they
+-- were. Reading goes through a read-ahead block (64 KiB, growing to 1 MiB
+-- while reading goes on in sequence), so reading lines is not one operation
+-- per line. Writes are not buffered: each `write` is one operation, which
+-- completes once started. One task at a time: a second task using a file
+-- while a first one waits on it raises `BusyResourceError`. Pipes and other
+-- files that cannot seek are read and written in order.
+-- @type File
+
+--- Reads, as Lua's `file:read`: for each format a string (or number), and
+-- `nil` for the first one that finds the end of the file (the following
+-- ones are not read). A checkpoint.
+-- @function File:read
+-- @param ... formats: `"l"` (a line without its newline; the default),
+-- `"L"` (with it), `"a"` (the rest; `""` at the end), `"n"` (a numeral,
+-- read as Lua's io reads one), or a byte count (`0`: `""` unless at the
+-- end); a leading `"*"` is allowed
+-- @return the values read
+-- @raise `OSError` (`op = "read"`); `ClosedResourceError`;
+-- `BusyResourceError`; `Cancelled`; misuse errors for a bad format
+
+--- An iterator calling `read(...)` (default `"l"`) until it returns nil; the
+-- file stays open at the end, as with Lua's `file:lines`.
+-- @function File:lines
+-- @param ... formats, as for `read`
+-- @treturn function
+
+--- Writes the values (strings, and numbers as Lua's io writes them) at the
+-- position (at the end in append mode), in one operation that completes
+-- once started: a write that raised `Cancelled` wrote nothing. A
+-- checkpoint.
+-- @function File:write
+-- @param ... strings or numbers
+-- @treturn File the file
+-- @raise `OSError` (`op = "write"`); `ClosedResourceError`;
+-- `BusyResourceError`; `Cancelled`
+
+--- Sets and tells the position, as Lua's `file:seek`. A checkpoint.
+-- @function File:seek
+-- @tparam[opt="cur"] string whence `"set"`, `"cur"` or `"end"`
+-- @tparam[opt=0] integer offset
+-- @treturn integer the new position
+-- @raise `OSError` (`EINVAL` before the start, `ESPIPE` for a pipe)
+
+--- A checkpoint, for Lua's `file:flush`: writes are not buffered, so there is
+-- nothing to flush.
+-- @function File:flush
+-- @treturn boolean true
+
+--- Closes the file; a task waiting on it raises `ClosedResourceError`. A
+-- checkpoint that completes once started. Closing a closed file raises
+-- `ClosedResourceError`; closing by `<close>` or the collector is
+-- idempotent.
+-- @function File:close
+-- @treturn boolean true
+-- @raise `OSError` (`op = "close"`)
+
+--- A directory being read, made by `fs.dir`: entries are read in batches
+-- off the loop. A to-be-closed value; calling it (as a `for` loop does) is
+-- `next`; it is also closed when collected.
+-- @type Dir
+
+--- The next entry. A checkpoint. At the end returns nothing and closes the
+-- directory.
+-- @function Dir:next
+-- @treturn string name
+-- @treturn string kind (as `stat`'s `type`)
+-- @raise `OSError` (`op = "readdir"`); `BusyResourceError`; `Cancelled`
+
+--- Closes the directory. Idempotent; then `next` returns nothing.
+-- @function Dir:close
+
+--- Change notifications, made by `fs.watch` (inotify on Linux). A
+-- to-be-closed value; calling it (as a `for` loop does) is `receive`; it is
+-- also closed when collected and at the end of `tether.run`. Changes are
+-- kept until received, at most 1024 (the same change twice in a row is kept
+-- once); more are counted in the field `dropped`.
+-- @type Watcher
+
+--- The next change. A checkpoint; a cancelled receive leaves the change
+-- queued.
+-- @function Watcher:receive
+-- @treturn string event `"change"` (content or attributes) or `"rename"`
+-- (an entry appeared, disappeared or was renamed)
+-- @treturn string|nil name the entry, relative to the watched directory
+-- @raise `ClosedResourceError` (closed, also while waiting);
+-- `BusyResourceError`; `Cancelled`
+
+--- Stops watching and drops the queued changes. Idempotent, not a
+-- checkpoint; a blocked `receive` raises `ClosedResourceError`.
+-- @function Watcher:close
 --- A child process, from `open_process` or `tg:start(tether.run_process, ...)`.
 -- A to-be-closed value (see `open_process`).
 --

@@ -104,6 +104,12 @@ describe("the reference (docs/api.lua)", function()
       objects.Listener:close()
       objects.UdpSocket = tether.open_udp { host = "127.0.0.1" }
       objects.UdpSocket:close()
+      objects.File = tether.open_file("README.md")
+      objects.File:close()
+      objects.Dir = tether.fs.dir("docs")
+      objects.Dir:close()
+      objects.Watcher = tether.fs.watch("docs")
+      objects.Watcher:close()
       local receiver <close> = tether.open_signal_receiver("SIGUSR1")
       objects.SignalReceiver = receiver
       objects.Process = tether.open_process({ "true" })

@@ -9,10 +9,13 @@ local errors = require "tether.errors"
 local sync = require "tether.sync"
 local net = require "tether.net"
 local process = require "tether.process"
+local fs = require "tether.fs"
 
 local tether = {
   _VERSION = core._VERSION,
   is = errors.is,
+  fs = fs,
+  open_file = core.open_file,
 }
 
 for _, name in ipairs(errors.names) do
