@@ -48,6 +48,7 @@ enum tether_class {
   CLASS_STREAM,
   CLASS_LISTENER,
   CLASS_UDP,
+  CLASS_CLOCK,
   NCLASSES
 };
 
@@ -56,6 +57,7 @@ struct slab;
 struct hub;
 struct post;
 struct tether_done;
+struct mock_clock;
 
 struct ctx;
 struct task;
@@ -322,6 +324,8 @@ struct ctx {
   int sigrunner;           /* tether.run's Ctrl+C watcher holds SIGINT */
   struct queue sigreceivers[TETHER_NSIG]; /* per signal: its receivers'
                                              links (while 'sigloop') */
+  struct mock_clock *clock; /* tether.run_with's clock; NULL: the real one */
+  uint64_t idle_since;      /* mock clock: uv_hrtime() when tasks last ran */
 };
 
 /* The name table holds, per task slot, the task's name (or the function to
@@ -332,8 +336,11 @@ struct ctx {
 #define TRACE_TEXT(slot)  (2 * (slot) + 1)
 #define TRACE_ERROR(slot) (2 * (slot) + 2)
 
-/* Clock, in seconds (monotonic). */
-#define tether__now() ((double)uv_hrtime() * 1e-9)
+/* The clock deadlines use, in seconds: monotonic, or the run's MockClock
+   (clock.c). */
+#define tether__time(c)                                                        \
+  ((c)->clock == NULL ? (double)uv_hrtime() * 1e-9                             \
+                      : tether__clock_now((c)->clock))
 
 /* Whether the value at 'idx' can be called (a function or has __call). */
 static inline int tether__is_callable (lua_State *L, int idx) {
@@ -581,6 +588,12 @@ TETHER__HIDDEN void tether__udps_stop (struct ctx *c);
 
 /* unix.c */
 TETHER__HIDDEN void tether__open_unix (lua_State *L, struct ctx *c);
+
+/* clock.c */
+TETHER__HIDDEN double tether__clock_now (const struct mock_clock *m);
+TETHER__HIDDEN void tether__clock_autojump (struct ctx *c);
+TETHER__HIDDEN double tether__clock_timer_ms (struct ctx *c);
+TETHER__HIDDEN void tether__open_clock (lua_State *L, struct ctx *c);
 
 /* event.c, stream.c */
 TETHER__HIDDEN void tether__open_event (lua_State *L, struct ctx *c);

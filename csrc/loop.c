@@ -76,7 +76,7 @@ static unsigned process_deadlines (struct ctx *c) {
   struct queue *ready = &c->ready, *last, *first, *q;
   unsigned woken = 0;
   double now;
-  if (n == NULL || n->when > (now = tether__now()))
+  if (n == NULL || n->when > (now = tether__time(c)))
     return 0;
   last = ready->prev; /* the tasks woken here are queued after it */
   while ((n = heap_min(&c->deadlines)) != NULL && n->when <= now) {
@@ -118,19 +118,28 @@ static void on_timer (uv_timer_t *h) {
   uv_idle_start(&c->hub->spin, on_spin);
 }
 
-/* Arms the timer for the earliest deadline so that poll wakes up for it. */
-static void arm_timer (struct ctx *c) {
-  struct heap_node *n = heap_min(&c->deadlines);
-  double wait;
-  if (n == NULL) {
+/* Arms the timer for 'wait' milliseconds (HUGE_VAL: stops it). */
+static void start_timer (struct ctx *c, double wait) {
+  if (wait == HUGE_VAL) {
     uv_timer_stop(&c->hub->timer);
     return;
   }
   uv_update_time(c->loop);
-  wait = ceil((n->when - tether__now()) * 1e3);
   if (wait > TIMER_MAX_MS) /* it fires early, finds nothing due, re-arms */
     wait = TIMER_MAX_MS;
   uv_timer_start(&c->hub->timer, on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
+}
+
+/* Arms the timer for the earliest deadline so that poll wakes up for it
+   (under a mock clock, when it comes in real time: see clock.c). */
+static void arm_timer (struct ctx *c) {
+  struct heap_node *n = heap_min(&c->deadlines);
+  if (c->clock != NULL)
+    start_timer(c, tether__clock_timer_ms(c));
+  else if (n == NULL)
+    start_timer(c, HUGE_VAL);
+  else
+    start_timer(c, ceil((n->when - tether__time(c)) * 1e3));
 }
 
 /*
@@ -144,13 +153,18 @@ static int tick (lua_State *L) {
   int cut = 0;
   requeue_batch(c);
   for (;;) {
-    unsigned woken = process_deadlines(c);
+    unsigned woken;
+    if (c->clock != NULL)
+      tether__clock_autojump(c);
+    woken = process_deadlines(c);
     if (queue_empty(&c->ready)) {
       if (c->blocked_waiters.count == 0)
         break;
       tether__waitq_wake_all(&c->blocked_waiters);
     }
     cut = run_batch(c, start, woken);
+    if (c->clock != NULL) /* tasks ran: autojump waits from now on */
+      c->idle_since = uv_hrtime();
     if (cut || c->stopping || uv_hrtime() - start > TICK_SLICE_NS)
       break;
   }
@@ -351,7 +365,7 @@ static int start_main (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
   if (c->watchdog_seconds > 0 &&
       tether__add_deadline(c, &c->watchdog,
-                           tether__now() + c->watchdog_seconds) < 0)
+                           tether__time(c) + c->watchdog_seconds) < 0)
     return luaL_error(L, "not enough memory");
   lua_pushnil(L); /* main task's name: derived from fn */
   lua_replace(L, 1);
@@ -485,7 +499,8 @@ static int loop_set_watchdog (lua_State *L) {
 
 /* tether.current_time() -> the clock deadlines use, in seconds */
 static int loop_current_time (lua_State *L) {
-  lua_pushnumber(L, tether__now());
+  struct ctx *c = lua_touserdata(L, lua_upvalueindex(1));
+  lua_pushnumber(L, tether__time(c));
   return 1;
 }
 

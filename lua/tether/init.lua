@@ -28,6 +28,7 @@ for _, name in ipairs {
   "socketpair", "open_pipe", "getaddrinfo", "getnameinfo", "open_udp",
   "wrap_fd", "stdin", "stdout",
   "stderr",
+  "run_with", "MockClock",
 } do
   tether[name] = core[name]
 end
