@@ -172,7 +172,7 @@ static struct ctx *open_ctx (lua_State *L) {
   queue_init(&c->ready);
   queue_init(&c->batch);
   queue_init(&c->free_records);
-  tether__waitq_init(&c->blocked_waiters);
+  tether__waitq_init_as(&c->blocked_waiters, "wait_all_tasks_blocked");
   queue_init(&c->conns);
   queue_init(&c->listeners);
   queue_init(&c->udps);
@@ -208,7 +208,7 @@ TETHER_API int luaopen_tether_core (lua_State *L) {
       tether__open_park,       tether__open_event,    tether__open_stream,
       tether__open_bytestream, tether__open_listener, tether__open_tcp,
       tether__open_unix,       tether__open_stdio,    tether__open_udp,
-      tether__open_clock};
+      tether__open_clock,      tether__open_tasktree};
   struct ctx *c;
   size_t i;
   luaL_checkversion(L);

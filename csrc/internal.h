@@ -173,6 +173,8 @@ struct task {
 struct waitq {
   struct queue tasks;
   int count;
+  const char *what; /* what its tasks wait on, for tether.task_tree:
+                       static (or anchored) text, NULL: not said */
 };
 
 enum scope_state { SCOPE_NEW, SCOPE_ACTIVE, SCOPE_EXITED };
@@ -210,6 +212,7 @@ struct scope {
   unsigned char cause;     /* enum cancel_cause */
   unsigned char relative;  /* deadline computed at entry from 'delay' */
   unsigned char fail;      /* fail_after/fail_at: TimeoutError on expiry */
+  unsigned char group;     /* the cancel scope of a task group */
 };
 
 enum group_state { GROUP_NEW, GROUP_ACTIVE, GROUP_EXITED };
@@ -326,6 +329,8 @@ struct ctx {
                                              links (while 'sigloop') */
   struct mock_clock *clock; /* tether.run_with's clock; NULL: the real one */
   uint64_t idle_since;      /* mock clock: uv_hrtime() when tasks last ran */
+  int dump_signal;          /* TETHER_DUMP_SIGNAL while run holds it, else 0 */
+  int dump_pending;         /* it arrived: the next tick prints the task tree */
 };
 
 /* The name table holds, per task slot, the task's name (or the function to
@@ -412,6 +417,8 @@ struct request_wait {
 
 /* wait.c */
 TETHER__HIDDEN void tether__waitq_init (struct waitq *q);
+TETHER__HIDDEN void tether__waitq_init_as (struct waitq *q, const char *what);
+TETHER__HIDDEN const char *tether__waitq_what (const struct task *t);
 TETHER__HIDDEN struct task *tether__waitq_first (const struct waitq *q);
 TETHER__HIDDEN int tether__wait (lua_State *L, struct task *t, struct waitq *q,
                                  lua_KContext kctx, lua_KFunction k);
@@ -495,6 +502,7 @@ TETHER__HIDDEN struct task *
 tether__resumed (lua_State *L, int base, lua_KContext kctx, lua_KFunction k);
 TETHER__HIDDEN void tether__push_name (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__push_traceback (lua_State *L, struct task *t);
+TETHER__HIDDEN const char *tether__sleep_what (const struct task *t);
 
 /* scope.c */
 TETHER__HIDDEN void tether__scope_init (struct scope *s, double deadline,
@@ -526,6 +534,7 @@ TETHER__HIDDEN void tether__sig_interrupted (struct sigloop *l);
 
 /* signal.c */
 TETHER__HIDDEN void tether__hold_sigpipe (struct ctx *c);
+TETHER__HIDDEN int tether__dump_signal_from_env (lua_State *L);
 TETHER__HIDDEN void tether__signals_start (struct ctx *c);
 TETHER__HIDDEN void tether__signals_stop (struct ctx *c);
 TETHER__HIDDEN void tether__open_signal (lua_State *L, struct ctx *c);
@@ -603,5 +612,10 @@ TETHER__HIDDEN void tether__open_stream (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__open_group (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__task_finished (lua_State *L, struct task *t,
                                            int ok);
+TETHER__HIDDEN const char *tether__group_what (const struct task *t);
+
+/* tasktree.c */
+TETHER__HIDDEN void tether__open_tasktree (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__dump_task_tree (lua_State *L, struct ctx *c);
 
 #endif

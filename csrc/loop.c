@@ -151,6 +151,8 @@ static int tick (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
   uint64_t start = uv_hrtime();
   int cut = 0;
+  if (c->dump_pending)
+    tether__dump_task_tree(L, c);
   requeue_batch(c);
   for (;;) {
     unsigned woken;
@@ -259,7 +261,7 @@ void tether__abandon (struct ctx *c, lua_State *L) {
   tether__abandon_tasks(L, c);
   queue_init(&c->ready);
   queue_init(&c->batch);
-  tether__waitq_init(&c->blocked_waiters);
+  tether__waitq_init_as(&c->blocked_waiters, "wait_all_tasks_blocked");
   c->main = NULL;
 }
 
@@ -396,6 +398,7 @@ static int loop_run (lua_State *L) {
         L, "tether.run",
         "a loop is already running in this Lua state; start tasks with "
         "tether.task_group instead of nesting tether.run");
+  c->dump_signal = tether__dump_signal_from_env(L);
   err = uv_loop_init(&c->own_loop);
   if (err < 0)
     return tether__fname_error(L, "tether.run", "cannot create a loop: %s",

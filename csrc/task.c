@@ -427,6 +427,15 @@ static int forever_abort (struct task *t) {
   return 1;
 }
 
+/* What a sleeping task waits on ("sleep until" its sleep.when), or NULL. */
+const char *tether__sleep_what (const struct task *t) {
+  if (t->abort == sleep_abort)
+    return "sleep until";
+  if (t->abort == forever_abort)
+    return "sleep_forever";
+  return NULL;
+}
+
 /* Blocks the running task until 'deadline' (a checkpoint if it passed). */
 static int sleep_until (lua_State *L, struct task *t, double deadline) {
   if (deadline <= tether__time(TASK_CTX(t)))

@@ -8,6 +8,7 @@ local core = require "tether.core"
 local errors = require "tether.errors"
 local sync = require "tether.sync"
 local net = require "tether.net"
+local tasktree = require "tether.tasktree"
 
 local tether = {
   _VERSION = core._VERSION,
@@ -43,6 +44,10 @@ for _, name in ipairs {
   "connect_tcp", "listen_tcp", "serve_tcp", "connect_unix", "listen_unix", "serve_unix",
 } do
   tether[name] = net[name]
+end
+
+for _, name in ipairs { "task_tree", "format_task_tree" } do
+  tether[name] = tasktree[name]
 end
 
 -- Signal numbers of this platform: tether.SIGTERM, tether.SIGINT, ...
