@@ -182,6 +182,7 @@ static struct ctx *open_ctx (lua_State *L) {
   if (uv_mutex_init(&c->posts_lock) != 0)
     luaL_error(L, "tether: cannot create a mutex");
   c->next_id = 1; /* task ids are unique for the life of the state */
+  c->facade_ref = LUA_NOREF;
   c->stage_top = 1;
   tether__scope_init(&c->root, HUGE_VAL, 0);
   luaL_newmetatable(L, TETHER_CTX_MT);
@@ -208,7 +209,8 @@ TETHER_API int luaopen_tether_core (lua_State *L) {
       tether__open_park,       tether__open_event,    tether__open_stream,
       tether__open_bytestream, tether__open_listener, tether__open_tcp,
       tether__open_unix,       tether__open_stdio,    tether__open_udp,
-      tether__open_clock,      tether__open_tasktree};
+      tether__open_clock,      tether__open_tasktree, tether__open_where,
+      tether__open_uncaught};
   struct ctx *c;
   size_t i;
   luaL_checkversion(L);

@@ -331,6 +331,9 @@ struct ctx {
   uint64_t idle_since;      /* mock clock: uv_hrtime() when tasks last ran */
   int dump_signal;          /* TETHER_DUMP_SIGNAL while run holds it, else 0 */
   int dump_pending;         /* it arrived: the next tick prints the task tree */
+  const char *facade;       /* source prefix of the Lua facade (where.c) */
+  int facade_ref;           /* anchors it */
+  lua_CFunction pcall, xpcall; /* the base library's, found at opening */
 };
 
 /* The name table holds, per task slot, the task's name (or the function to
@@ -613,6 +616,16 @@ TETHER__HIDDEN void tether__open_group (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__task_finished (lua_State *L, struct task *t,
                                            int ok);
 TETHER__HIDDEN const char *tether__group_what (const struct task *t);
+
+/* where.c */
+TETHER__HIDDEN int tether__push_where (lua_State *L, const struct ctx *c,
+                                       lua_State *co, int level);
+TETHER__HIDDEN void tether__open_where (lua_State *L, struct ctx *c);
+
+/* uncaught.c */
+TETHER__HIDDEN int tether__raise_main_error (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__push_main_traceback (lua_State *L, struct task *t);
+TETHER__HIDDEN void tether__open_uncaught (lua_State *L, struct ctx *c);
 
 /* tasktree.c */
 TETHER__HIDDEN void tether__open_tasktree (lua_State *L, struct ctx *c);

@@ -439,7 +439,11 @@ static int loop_run (lua_State *L) {
     lua_pushliteral(L, "not enough memory"); /* interned: no allocation */
     return lua_error(L);
   }
-  lua_xmove(main_L, L, n); /* ok flag, then results or the error */
+  lua_xmove(main_L, L, n);    /* ok flag, then results or the error */
+  if (!lua_toboolean(L, 1)) { /* [false, error, its traceback or nil] */
+    lua_settop(L, 2);
+    tether__push_main_traceback(L, c->main);
+  }
   tether__release(L, c, c->main);
   c->main = NULL;
   tether__check_invariants(c);
@@ -466,7 +470,7 @@ static int loop_run (lua_State *L) {
     return lua_error(L);
   }
   if (!lua_toboolean(L, 1))
-    return lua_error(L); /* the main task's error, unchanged */
+    return tether__raise_main_error(L, c);
   return n - 1;
 }
 

@@ -115,26 +115,6 @@ static int walk (struct ctx *c, struct tree_node *out, int cap) {
   }
 }
 
-/*
-** [-0, +1, m] pushes "file:line" of the innermost frame of a task's thread
-** that is the user's: Lua code outside tether's own Lua files, whose
-** sources start with 'facade'. Pushes nil when there is none.
-*/
-static void push_where (lua_State *L, lua_State *co, const char *facade) {
-  lua_Debug ar;
-  int level;
-  size_t len = strlen(facade);
-  for (level = 0; lua_getstack(co, level, &ar); level++) {
-    lua_getinfo(co, "Sl", &ar);
-    if (ar.currentline <= 0 ||
-        (len > 0 && strncmp(ar.source, facade, len) == 0))
-      continue;
-    lua_pushfstring(L, "%s:%d", ar.short_src, ar.currentline);
-    return;
-  }
-  lua_pushnil(L);
-}
-
 static void set_string (lua_State *L, const char *key, const char *value) {
   lua_pushstring(L, value);
   lua_setfield(L, -2, key);
@@ -155,8 +135,7 @@ static void push_waiting_on (lua_State *L, struct ctx *c,
 
 /* [-0, +1, m] pushes the table of a task node, or nothing (returns 0) when
    the task finished since the walk. */
-static int push_task (lua_State *L, struct ctx *c, const struct tree_node *n,
-                      const char *facade) {
+static int push_task (lua_State *L, struct ctx *c, const struct tree_node *n) {
   static const char *const states[] = {[TASK_READY] = "ready",
                                        [TASK_RUNNING] = "running",
                                        [TASK_PARKED] = "blocked"};
@@ -175,8 +154,8 @@ static int push_task (lua_State *L, struct ctx *c, const struct tree_node *n,
     lua_setfield(L, -2, "waiting_on");
   }
   if (t->L != NULL && t->state != TASK_RUNNING) {
-    push_where(L, t->L, facade);
-    lua_setfield(L, -2, "where");
+    if (tether__push_where(L, c, t->L, 0))
+      lua_setfield(L, -2, "where");
     luaL_traceback(L, t->L, NULL, 0);
     lua_setfield(L, -2, "traceback");
   }
@@ -208,7 +187,7 @@ static void push_scope (lua_State *L, const struct tree_node *n) {
 ** 'base' on, the children list of the open node at each depth.
 */
 static void build (lua_State *L, struct ctx *c, const struct tree_node *nodes,
-                   int count, const char *facade) {
+                   int count) {
   int base = lua_gettop(L) + 2, i;
   push_scope(L, &nodes[0]); /* the run: [root, its children] */
   for (i = 1; i < count; i++) {
@@ -216,7 +195,7 @@ static void build (lua_State *L, struct ctx *c, const struct tree_node *nodes,
     luaL_checkstack(L, 4, "tether.task_tree: tree too deep");
     lua_settop(L, base + n->depth - 1); /* the parent's children on top */
     if (n->kind == NODE_TASK) {
-      if (!push_task(L, c, n, facade))
+      if (!push_task(L, c, n))
         continue;
       lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
     }
@@ -230,25 +209,23 @@ static void build (lua_State *L, struct ctx *c, const struct tree_node *nodes,
   lua_settop(L, base - 1); /* the root */
 }
 
-/* tether.core.task_tree([facade]): 'facade' is the source prefix of tether's
-   own Lua files, whose frames 'where' skips. */
+/* tether.task_tree() */
 static int tasktree_task_tree (lua_State *L) {
   struct ctx *c = CTX(L);
-  const char *facade = luaL_optstring(L, 1, "");
   struct tree_node *nodes;
   int count, cap;
   if (c->loop == NULL)
     return tether__fname_error(L, "tether.task_tree",
                                "called outside tether.run");
-  lua_settop(L, 1);
+  lua_settop(L, 0);
   count = walk(c, NULL, 0);
   do { /* allocating may run finalizers that add nodes: then walk again */
-    lua_settop(L, 1);
+    lua_settop(L, 0);
     cap = count;
     nodes = lua_newuserdatauv(L, (size_t)cap * sizeof *nodes, 0);
     count = walk(c, nodes, cap);
   } while (count > cap);
-  build(L, c, nodes, count, facade);
+  build(L, c, nodes, count);
   return 1;
 }
 

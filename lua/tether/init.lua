@@ -5,6 +5,9 @@
 -- @module tether
 
 local core = require "tether.core"
+-- tether's own frames are not where a user's error or wait is: the facade's
+-- files all have sources that start like this one's.
+core.set_facade_prefix(debug.getinfo(1, "S").source:match "^(.*[/\\])" or "")
 local errors = require "tether.errors"
 local sync = require "tether.sync"
 local net = require "tether.net"

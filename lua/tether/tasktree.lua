@@ -6,15 +6,7 @@ local core = require "tether.core"
 
 local tasktree = {}
 
--- Frames of tether's own Lua files are not the user's "where": their
--- sources all start like this file's.
-local facade = debug.getinfo(1, "S").source:match "^(.*[/\\])" or ""
-
---- A snapshot of the running program.
--- @treturn table `{kind = "run", children = {...}}`
-function tasktree.task_tree()
-  return core.task_tree(facade)
-end
+tasktree.task_tree = core.task_tree
 
 local function describe_deadline(deadline)
   if deadline == math.huge then return nil end
@@ -63,7 +55,7 @@ end
 -- @treturn string
 function tasktree.format_task_tree(tree)
   if tree == nil then
-    tree = tasktree.task_tree()
+    tree = core.task_tree()
   elseif type(tree) ~= "table" or tree.kind ~= "run" then
     error("tether.format_task_tree: expected a tree from tether.task_tree() or nothing, got "
       .. type(tree), 2)
