@@ -39,6 +39,7 @@ build = {
     ["tether.core"] = {
       sources = {
         "csrc/bytestream.c",
+        "csrc/clock.c",
         "csrc/connect.c",
         "csrc/core.c",
         "csrc/embed.c",
@@ -56,10 +57,13 @@ build = {
         "csrc/stdio.c",
         "csrc/stream.c",
         "csrc/task.c",
+        "csrc/tasktree.c",
         "csrc/tcp.c",
         "csrc/udp.c",
+        "csrc/uncaught.c",
         "csrc/unix.c",
         "csrc/wait.c",
+        "csrc/where.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
       incdirs = { "csrc", "$(LIBUV_INCDIR)" },
@@ -70,6 +74,7 @@ build = {
     ["tether.errors"] = "lua/tether/errors.lua",
     ["tether.net"] = "lua/tether/net.lua",
     ["tether.sync"] = "lua/tether/sync.lua",
+    ["tether.tasktree"] = "lua/tether/tasktree.lua",
   },
 }
 
