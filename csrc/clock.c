@@ -42,14 +42,30 @@ static void rebase (struct mock_clock *m, double now) {
 }
 
 /*
+** The test watchdog (core.set_watchdog) counts real time under a mock clock
+** too, so it is not in the deadline heap then (autojump would jump to it):
+** milliseconds until it is due, HUGE_VAL when it is off or fired.
+*/
+static double watchdog_ms (const struct ctx *c) {
+  if (c->watchdog_seconds == 0 || c->watchdog_fired)
+    return HUGE_VAL;
+  return c->watchdog_seconds * 1e3 -
+         (double)(uv_hrtime() - c->clock_started) * 1e-6;
+}
+
+/*
 ** Called by the tick before it looks for expired deadlines: when nothing is
 ** ready, no wait_all_tasks_blocked caller is waiting (they go first, as in
 ** Trio) and every task has been blocked for the autojump threshold, moves
-** the clock to the next deadline.
+** the clock to the next deadline. Fires the watchdog when it is due.
 */
 void tether__clock_autojump (struct ctx *c) {
   struct mock_clock *m = c->clock;
   struct heap_node *n = heap_min(&c->deadlines);
+  if (watchdog_ms(c) <= 0) {
+    c->watchdog_fired = 1;
+    tether__cancel(&c->root, CAUSE_WATCHDOG);
+  }
   if (n == NULL || m->autojump_threshold == HUGE_VAL ||
       !queue_empty(&c->ready) || c->blocked_waiters.count > 0 ||
       (double)(uv_hrtime() - c->idle_since) * 1e-9 < m->autojump_threshold)
@@ -61,17 +77,18 @@ void tether__clock_autojump (struct ctx *c) {
 /*
 ** Milliseconds of real time until the timer must fire (HUGE_VAL: never):
 ** when the next deadline comes at the clock's rate, or, with nothing ready,
-** when the autojump threshold runs out.
+** when the autojump threshold runs out, or when the watchdog is due.
 */
 double tether__clock_timer_ms (struct ctx *c) {
   struct mock_clock *m = c->clock;
   struct heap_node *n = heap_min(&c->deadlines);
-  double wait = HUGE_VAL, jump;
-  if (n == NULL)
-    return HUGE_VAL;
-  if (m->rate > 0)
-    wait = ceil((n->when - tether__clock_now(m)) / m->rate * 1e3);
-  if (m->autojump_threshold < HUGE_VAL && queue_empty(&c->ready) &&
+  double wait = ceil(watchdog_ms(c)), jump;
+  if (n != NULL && m->rate > 0) {
+    jump = ceil((n->when - tether__clock_now(m)) / m->rate * 1e3);
+    if (jump < wait)
+      wait = jump;
+  }
+  if (n != NULL && m->autojump_threshold < HUGE_VAL && queue_empty(&c->ready) &&
       c->blocked_waiters.count == 0) {
     jump = ceil(
         (m->autojump_threshold - (double)(uv_hrtime() - c->idle_since) * 1e-9) *
@@ -252,7 +269,7 @@ static int clock_run_with (lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(2));
   lua_insert(L, 2); /* [clock, run, fn, args...] */
   c->clock = clock;
-  c->idle_since = uv_hrtime();
+  c->idle_since = c->clock_started = uv_hrtime();
   status = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 0);
   c->clock = NULL;
   if (status != LUA_OK)

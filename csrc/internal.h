@@ -329,6 +329,7 @@ struct ctx {
                                              links (while 'sigloop') */
   struct mock_clock *clock; /* tether.run_with's clock; NULL: the real one */
   uint64_t idle_since;      /* mock clock: uv_hrtime() when tasks last ran */
+  uint64_t clock_started;   /* mock clock: uv_hrtime() when the run began */
   int dump_signal;          /* TETHER_DUMP_SIGNAL while run holds it, else 0 */
   int dump_pending;         /* it arrived: the next tick prints the task tree */
   const char *facade;       /* source prefix of the Lua facade (where.c) */

@@ -365,7 +365,7 @@ static int end_run (struct ctx *c) {
 */
 static int start_main (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
-  if (c->watchdog_seconds > 0 &&
+  if (c->watchdog_seconds > 0 && c->clock == NULL && /* else see clock.c */
       tether__add_deadline(c, &c->watchdog,
                            tether__time(c) + c->watchdog_seconds) < 0)
     return luaL_error(L, "not enough memory");
