@@ -54,35 +54,40 @@ static double watchdog_ms (const struct ctx *c) {
 }
 
 /*
-** Called by the tick before it looks for expired deadlines: when nothing is
-** ready, no wait_all_tasks_blocked caller is waiting (they go first, as in
-** Trio) and every task has been blocked for the autojump threshold, moves
-** the clock to the next deadline. Fires the watchdog when it is due.
+** Called by the tick when no task is ready and no wait_all_tasks_blocked
+** caller is left to wake (they go first, as in Trio); 'ran': tasks ran
+** since the tick's last call, so every task is blocked from now on. Once
+** every task has been blocked for the autojump threshold, moves the clock
+** to the next deadline and returns 1.
 */
-void tether__clock_autojump (struct ctx *c) {
+int tether__clock_autojump (struct ctx *c, int ran) {
   struct mock_clock *m = c->clock;
   struct heap_node *n = heap_min(&c->deadlines);
-  if (watchdog_ms(c) <= 0) {
-    c->watchdog_fired = 1;
-    tether__cancel(&c->root, CAUSE_WATCHDOG);
-  }
+  if (ran)
+    c->idle_since = uv_hrtime();
   if (n == NULL || m->autojump_threshold == HUGE_VAL ||
-      !queue_empty(&c->ready) || c->blocked_waiters.count > 0 ||
-      (double)(uv_hrtime() - c->idle_since) * 1e-9 < m->autojump_threshold)
-    return;
-  if (n->when > tether__clock_now(m))
-    rebase(m, n->when);
+      (double)(uv_hrtime() - c->idle_since) * 1e-9 < m->autojump_threshold ||
+      n->when <= tether__clock_now(m))
+    return 0;
+  rebase(m, n->when);
+  return 1;
 }
 
 /*
-** Milliseconds of real time until the timer must fire (HUGE_VAL: never):
-** when the next deadline comes at the clock's rate, or, with nothing ready,
-** when the autojump threshold runs out, or when the watchdog is due.
+** Called when the tick ends: milliseconds of real time until the timer must
+** fire (HUGE_VAL: never): when the next deadline comes at the clock's rate,
+** or, with nothing ready, when the autojump threshold runs out, or when the
+** watchdog is due. Fires the watchdog when it is.
 */
 double tether__clock_timer_ms (struct ctx *c) {
   struct mock_clock *m = c->clock;
   struct heap_node *n = heap_min(&c->deadlines);
   double wait = ceil(watchdog_ms(c)), jump;
+  if (wait <= 0) { /* its tasks are woken; the tick runs them */
+    c->watchdog_fired = 1;
+    tether__cancel(&c->root, CAUSE_WATCHDOG);
+    return HUGE_VAL;
+  }
   if (n != NULL && m->rate > 0) {
     jump = ceil((n->when - tether__clock_now(m)) / m->rate * 1e3);
     if (jump < wait)

@@ -604,7 +604,7 @@ TETHER__HIDDEN void tether__open_unix (lua_State *L, struct ctx *c);
 
 /* clock.c */
 TETHER__HIDDEN double tether__clock_now (const struct mock_clock *m);
-TETHER__HIDDEN void tether__clock_autojump (struct ctx *c);
+TETHER__HIDDEN int tether__clock_autojump (struct ctx *c, int ran);
 TETHER__HIDDEN double tether__clock_timer_ms (struct ctx *c);
 TETHER__HIDDEN void tether__open_clock (lua_State *L, struct ctx *c);
 

@@ -150,23 +150,22 @@ static void arm_timer (struct ctx *c) {
 static int tick (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
   uint64_t start = uv_hrtime();
-  int cut = 0;
+  int cut = 0, ran = 0;
   if (c->dump_pending)
     tether__dump_task_tree(L, c);
   requeue_batch(c);
   for (;;) {
-    unsigned woken;
-    if (c->clock != NULL)
-      tether__clock_autojump(c);
-    woken = process_deadlines(c);
+    unsigned woken = process_deadlines(c);
     if (queue_empty(&c->ready)) {
-      if (c->blocked_waiters.count == 0)
+      if (c->blocked_waiters.count == 0) {
+        if (c->clock != NULL && tether__clock_autojump(c, ran))
+          continue; /* the clock jumped to the next deadline */
         break;
+      }
       tether__waitq_wake_all(&c->blocked_waiters);
     }
     cut = run_batch(c, start, woken);
-    if (c->clock != NULL) /* tasks ran: autojump waits from now on */
-      c->idle_since = uv_hrtime();
+    ran = 1;
     if (cut || c->stopping || uv_hrtime() - start > TICK_SLICE_NS)
       break;
   }
