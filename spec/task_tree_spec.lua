@@ -221,6 +221,10 @@ end)
 
 describe("TETHER_DUMP_SIGNAL", function()
   local function q(s) return "'" .. tostring(s):gsub("'", [['\'']]) .. "'" end
+  -- Under ASan the specs run with LD_PRELOAD set to the sanitizer runtime: only lua5.4
+  -- keeps it (LeakSanitizer fails uninstrumented tools such as mktemp and grep).
+  local preload = os.getenv("LD_PRELOAD")
+  local LUA = (preload and ("LD_PRELOAD=" .. q(preload) .. " ") or "") .. q(helper.lua5_4)
 
   -- The child: two named tasks block; SIGUSR1 ends it after the parent saw the dump.
   local CHILD = [[
@@ -259,7 +263,7 @@ io.stdout:write("run returned\n") io.stdout:flush()
       -- timeout resets what it catches, SIGQUIT too: the prefix runs inside it
       ('env LUA_PATH_5_4=%s LUA_CPATH_5_4=%s %s timeout -k 5 %d sh -c %s >"$out" 2>&1 &'):format(
         q(package.path), q(package.cpath), env, math.ceil(60 * SCALE),
-        q(("%s; exec %s %s"):format(prefix or ":", q(helper.lua5_4), q(path)))),
+        q(("%s; exec env %s %s"):format(prefix or ":", LUA, q(path)))),
       'pid=$!',
       'wait_for() {',
       '  n=0',
@@ -277,7 +281,7 @@ io.stdout:write("run returned\n") io.stdout:flush()
       'cat "$out"',
       'echo "[exit status $status]"',
     }, "\n")
-    local p = assert(io.popen("sh -c " .. q(script), "r"))
+    local p = assert(io.popen("exec env -u LD_PRELOAD sh -c " .. q(script), "r"))
     local output = p:read("a")
     p:close()
     os.remove(path)
@@ -317,9 +321,10 @@ io.stdout:write("run returned\n") io.stdout:flush()
     local f = assert(io.open(path, "w"))
     assert(f:write(code))
     assert(f:close())
-    local p = assert(io.popen(("ulimit -c 0; exec env LUA_PATH_5_4=%s LUA_CPATH_5_4=%s %s "
-      .. "timeout -k 5 %d %s %s </dev/null 2>&1"):format(q(package.path), q(package.cpath),
-      env, math.ceil(60 * SCALE), q(helper.lua5_4), q(path)), "r"))
+    local p = assert(io.popen(("exec env -u LD_PRELOAD sh -c %s </dev/null 2>&1"):format(q(
+      ("ulimit -c 0; exec env LUA_PATH_5_4=%s LUA_CPATH_5_4=%s %s timeout -k 5 %d env %s %s")
+        :format(q(package.path), q(package.cpath), env, math.ceil(60 * SCALE), LUA, q(path)))),
+      "r"))
     local output = p:read("a")
     local _, how, n = p:close()
     os.remove(path)
