@@ -88,6 +88,8 @@ double tether__clock_timer_ms (struct ctx *c) {
     tether__cancel(&c->root, CAUSE_WATCHDOG);
     return HUGE_VAL;
   }
+  if (n != NULL && n->when <= tether__clock_now(m))
+    return 0; /* due already (jumped to while a tick was cut short) */
   if (n != NULL && m->rate > 0) {
     jump = ceil((n->when - tether__clock_now(m)) / m->rate * 1e3);
     if (jump < wait)

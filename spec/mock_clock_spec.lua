@@ -62,6 +62,29 @@ describe("tether.MockClock", function()
     assert.same({ "still asleep at 5.0", "woke at 10.0" }, log)
   end)
 
+  it("wakes a sleeper the clock was jumped past in a batch the tick cut short", function()
+    local started = os.time()
+    local _, woke = with_clock({}, function(clock)
+      local at
+      tether.task_group(function(tg)
+        tg:start_soon(function()
+          tether.sleep(10)
+          at = tether.current_time()
+        end)
+        tether.wait_all_tasks_blocked()
+        clock:jump(10)
+        -- Computing for longer than the tick's 0.5 ms slice ends the tick with the
+        -- deadline due and no task ready: the timer must fire at once for it.
+        local spin = os.clock()
+        while os.clock() - spin < 0.002 do end
+      end)
+      return at
+    end)
+    assert.equal(10, woke)
+    -- at once, not when the 10 s watchdog's timer happened to run the tick
+    assert.is_true(os.time() - started < 5 * helper.time_scale)
+  end)
+
   it("follows a deadline moved while the scope waits, earlier and later", function()
     local _, log = with_clock({}, function(clock)
       local events = {}
