@@ -173,6 +173,8 @@ static int tick (lua_State *L) {
     uv_stop(c->loop);
     return 0;
   }
+  if (ran && c->clock != NULL) /* the autojump threshold counts from here */
+    c->idle_since = uv_hrtime();
   if (!cut)
     tether__trim_pools(L, c);
   if (c->tick_failed)
