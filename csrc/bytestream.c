@@ -1405,9 +1405,9 @@ static struct stream *new_stream (lua_State *L, struct ctx *c, const char *kind,
   s->writable = (unsigned char)writable;
   s->read_ahead = s->high_water = READ_CHUNK;
   s->linger = DEFAULT_LINGER;
-  tether__waitq_init(&s->reader);
-  tether__waitq_init(&s->writer);
-  tether__waitq_init(&s->flushers);
+  tether__waitq_init_as(&s->reader, "byte stream read");
+  tether__waitq_init_as(&s->writer, "byte stream write (room to send)");
+  tether__waitq_init_as(&s->flushers, "byte stream write (flush)");
   tether__set_metatable(L, c, CLASS_STREAM);
   return s;
 }

@@ -44,6 +44,7 @@ uv_connect_t *tether__connect_request (lua_State *L, struct ctx *c,
     luaL_error(L, "not enough memory");
   }
   tether__request_init(&r->wait);
+  r->wait.waiting.what = "connect";
   r->fname = fname;
   lua_pushlightuserdata(L, r);
   return &r->req;

@@ -174,7 +174,7 @@ static struct ctx *open_ctx (lua_State *L) {
   queue_init(&c->ready);
   queue_init(&c->batch);
   queue_init(&c->free_records);
-  tether__waitq_init(&c->blocked_waiters);
+  tether__waitq_init_as(&c->blocked_waiters, "wait_all_tasks_blocked");
   queue_init(&c->conns);
   queue_init(&c->listeners);
   queue_init(&c->udps);
@@ -186,6 +186,7 @@ static struct ctx *open_ctx (lua_State *L) {
   if (uv_mutex_init(&c->posts_lock) != 0)
     luaL_error(L, "tether: cannot create a mutex");
   c->next_id = 1; /* task ids are unique for the life of the state */
+  c->facade_ref = LUA_NOREF;
   c->stage_top = 1;
   tether__scope_init(&c->root, HUGE_VAL, 0);
   luaL_newmetatable(L, TETHER_CTX_MT);
@@ -214,7 +215,8 @@ TETHER_API int luaopen_tether_core (lua_State *L) {
       tether__open_unix,       tether__open_stdio,     tether__open_udp,
       tether__open_process,    tether__open_fsreq,     tether__open_file,
       tether__open_fs,         tether__open_wholefile, tether__open_fsdir,
-      tether__open_fswatch};
+      tether__open_fswatch,    tether__open_clock,     tether__open_tasktree,
+      tether__open_where,      tether__open_uncaught};
   struct ctx *c;
   size_t i;
   luaL_checkversion(L);

@@ -315,7 +315,7 @@ TETHER_API int tether_backend_timeout (lua_State *L) {
   n = heap_min(&c->deadlines);
   if (n == NULL)
     return -1;
-  ms = (n->when - tether__now()) * 1e3;
+  ms = (n->when - tether__time(c)) * 1e3;
   return ms <= 0 ? 0 : ms >= 2147483647.0 ? 2147483647 : (int)ms + 1;
 }
 

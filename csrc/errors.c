@@ -5,8 +5,9 @@
 ** exported as tether.core.Cancelled, ... The Lua facade only decorates them
 ** (ErrorGroup's __tostring, tether.is).
 **
-** An error is a table {message = ...} whose metatable is its class; a class
-** is {__name = "tether.Name", __index = itself, __tostring, new}.
+** An error is a table {message = ..., where = "file:line"} whose metatable
+** is its class; a class is {__name = "tether.Name", __index = itself,
+** __tostring, new}. 'where' is the user's line that raised it (where.c).
 */
 
 #include <stdarg.h>
@@ -41,12 +42,19 @@ int tether__is_error (lua_State *L, int idx, const struct ctx *c,
   return mt == c->error_mts[cls];
 }
 
-/* Gives the table at 'idx' the class 'cls' as metatable. */
+/* Sets the error's 'where': the user's file:line that raised it. */
+static void set_where (lua_State *L, int idx, const struct ctx *c) {
+  if (tether__push_where(L, c, L, 0))
+    lua_setfield(L, idx, "where");
+}
+
+/* Gives the table at 'idx' the class 'cls' as metatable, and its 'where'. */
 void tether__set_error_class (lua_State *L, int idx, const struct ctx *c,
                               enum error_class cls) {
   idx = lua_absindex(L, idx);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->error_refs[cls]);
   lua_setmetatable(L, idx);
+  set_where(L, idx, c);
 }
 
 /* [-1, +1, m] replaces the message on top with an error of class 'cls'. */
@@ -145,6 +153,7 @@ static int error_new (lua_State *L) {
   lua_setfield(L, 1, "message");
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_setmetatable(L, 1);
+  set_where(L, 1, tether__ctx(L));
   return 1;
 }
 

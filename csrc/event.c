@@ -21,7 +21,7 @@ static struct event *check_event (lua_State *L, struct ctx *c,
 /* tether.Event() */
 static int core_Event (lua_State *L) {
   struct event *e = lua_newuserdatauv(L, sizeof *e, 0);
-  tether__waitq_init(&e->waiters);
+  tether__waitq_init_as(&e->waiters, "Event");
   e->set = 0;
   tether__set_metatable(L, CTX(L), CLASS_EVENT);
   return 1;

@@ -471,6 +471,7 @@ static void start_prefetch (struct ctx *c, struct file *f) {
   r->len = f->ahead;
   r->is_fs = 1;
   tether__request_init(&r->wait);
+  r->wait.waiting.what = "file read";
   tether__fs_attach(r, f->fd);
   b = uv_buf_init(r->buf, (unsigned)f->ahead);
   if (uv_fs_read(c->loop, &r->u.fs, f->fd->fd, &b, 1, end, tether__fs_on_done) <

@@ -97,6 +97,7 @@ struct fs_req *tether__fs_request (lua_State *L, struct ctx *c, size_t buflen,
   r->len = buflen;
   r->is_fs = is_fs;
   tether__request_init(&r->wait);
+  r->wait.waiting.what = "file-system operation";
   b->r = r;
   return r;
 }

@@ -138,7 +138,7 @@ static int watch_k (lua_State *L, int status, lua_KContext k) {
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
   tether__set_metatable(L, c, CLASS_WATCHER);
-  tether__waitq_init(&w->reader);
+  tether__waitq_init_as(&w->reader, "file-system watcher");
   w->ev = malloc(sizeof *w->ev);
   if (w->ev == NULL)
     return luaL_error(L, "not enough memory");

@@ -265,6 +265,7 @@ static int group_task_group (lua_State *L) {
   g->errors_ref = LUA_NOREF;
   tether__set_metatable(L, c, CLASS_GROUP);
   g->scope = tether__new_scope(L, c);
+  g->scope->group = 1;
   lua_setiuservalue(L, -2, 1);
   g->host = t;
   g->state = GROUP_ACTIVE;
@@ -353,6 +354,15 @@ static void adopt (struct group *g, struct task *child) {
 static int start_abort (struct task *t) {
   (void)t; /* the child is inside the same scopes: wait for it to finish */
   return 0;
+}
+
+/* What a task waiting in a group waits on, or NULL. */
+const char *tether__group_what (const struct task *t) {
+  if (t->abort == exit_abort)
+    return "the end of its task group's children";
+  if (t->abort == start_abort)
+    return "tg:start (the child has not called task_status:started)";
+  return NULL;
 }
 
 /* tg:start([name,] fn, ...): runs fn(task_status, ...) until it calls

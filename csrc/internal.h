@@ -54,6 +54,7 @@ enum tether_class {
   CLASS_FILE,
   CLASS_DIR,
   CLASS_WATCHER,
+  CLASS_CLOCK,
   NCLASSES
 };
 
@@ -62,6 +63,7 @@ struct slab;
 struct hub;
 struct post;
 struct tether_done;
+struct mock_clock;
 
 struct ctx;
 struct task;
@@ -177,6 +179,8 @@ struct task {
 struct waitq {
   struct queue tasks;
   int count;
+  const char *what; /* what its tasks wait on, for tether.task_tree:
+                       static (or anchored) text, NULL: not said */
 };
 
 enum scope_state { SCOPE_NEW, SCOPE_ACTIVE, SCOPE_EXITED };
@@ -214,6 +218,7 @@ struct scope {
   unsigned char cause;     /* enum cancel_cause */
   unsigned char relative;  /* deadline computed at entry from 'delay' */
   unsigned char fail;      /* fail_after/fail_at: TimeoutError on expiry */
+  unsigned char group;     /* the cancel scope of a task group */
 };
 
 enum group_state { GROUP_NEW, GROUP_ACTIVE, GROUP_EXITED };
@@ -331,6 +336,14 @@ struct ctx {
   int sigrunner;           /* tether.run's Ctrl+C watcher holds SIGINT */
   struct queue sigreceivers[TETHER_NSIG]; /* per signal: its receivers'
                                              links (while 'sigloop') */
+  struct mock_clock *clock; /* tether.run_with's clock; NULL: the real one */
+  uint64_t idle_since;      /* mock clock: uv_hrtime() when tasks last ran */
+  uint64_t clock_started;   /* mock clock: uv_hrtime() when the run began */
+  int dump_signal;          /* TETHER_DUMP_SIGNAL while run holds it, else 0 */
+  int dump_pending;         /* it arrived: the next tick prints the task tree */
+  const char *facade;       /* source prefix of the Lua facade (where.c) */
+  int facade_ref;           /* anchors it */
+  lua_CFunction pcall, xpcall; /* the base library's, found at opening */
 };
 
 /* The name table holds, per task slot, the task's name (or the function to
@@ -341,8 +354,11 @@ struct ctx {
 #define TRACE_TEXT(slot)  (2 * (slot) + 1)
 #define TRACE_ERROR(slot) (2 * (slot) + 2)
 
-/* Clock, in seconds (monotonic). */
-#define tether__now() ((double)uv_hrtime() * 1e-9)
+/* The clock deadlines use, in seconds: monotonic, or the run's MockClock
+   (clock.c). */
+#define tether__time(c)                                                        \
+  ((c)->clock == NULL ? (double)uv_hrtime() * 1e-9                             \
+                      : tether__clock_now((c)->clock))
 
 /* Whether the value at 'idx' can be called (a function or has __call). */
 static inline int tether__is_callable (lua_State *L, int idx) {
@@ -414,6 +430,8 @@ struct request_wait {
 
 /* wait.c */
 TETHER__HIDDEN void tether__waitq_init (struct waitq *q);
+TETHER__HIDDEN void tether__waitq_init_as (struct waitq *q, const char *what);
+TETHER__HIDDEN const char *tether__waitq_what (const struct task *t);
 TETHER__HIDDEN struct task *tether__waitq_first (const struct waitq *q);
 TETHER__HIDDEN int tether__wait (lua_State *L, struct task *t, struct waitq *q,
                                  lua_KContext kctx, lua_KFunction k);
@@ -497,6 +515,7 @@ TETHER__HIDDEN struct task *
 tether__resumed (lua_State *L, int base, lua_KContext kctx, lua_KFunction k);
 TETHER__HIDDEN void tether__push_name (lua_State *L, struct task *t);
 TETHER__HIDDEN void tether__push_traceback (lua_State *L, struct task *t);
+TETHER__HIDDEN const char *tether__sleep_what (const struct task *t);
 
 /* scope.c */
 TETHER__HIDDEN void tether__scope_init (struct scope *s, double deadline,
@@ -532,6 +551,7 @@ TETHER__HIDDEN void tether__sig_spawned (void);
 TETHER__HIDDEN int tether__check_signal (lua_State *L, int idx,
                                          const char *fname, int catchable);
 TETHER__HIDDEN void tether__hold_sigpipe (struct ctx *c);
+TETHER__HIDDEN int tether__dump_signal_from_env (lua_State *L);
 TETHER__HIDDEN void tether__signals_start (struct ctx *c);
 TETHER__HIDDEN void tether__signals_stop (struct ctx *c);
 TETHER__HIDDEN void tether__open_signal (lua_State *L, struct ctx *c);
@@ -600,6 +620,12 @@ TETHER__HIDDEN void tether__processes_stop (struct ctx *c);
 /* unix.c */
 TETHER__HIDDEN void tether__open_unix (lua_State *L, struct ctx *c);
 
+/* clock.c */
+TETHER__HIDDEN double tether__clock_now (const struct mock_clock *m);
+TETHER__HIDDEN int tether__clock_autojump (struct ctx *c, int ran);
+TETHER__HIDDEN double tether__clock_timer_ms (struct ctx *c);
+TETHER__HIDDEN void tether__open_clock (lua_State *L, struct ctx *c);
+
 /* event.c, stream.c */
 TETHER__HIDDEN void tether__open_event (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__open_stream (lua_State *L, struct ctx *c);
@@ -608,6 +634,21 @@ TETHER__HIDDEN void tether__open_stream (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__open_group (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__task_finished (lua_State *L, struct task *t,
                                            int ok);
+TETHER__HIDDEN const char *tether__group_what (const struct task *t);
+
+/* where.c */
+TETHER__HIDDEN int tether__push_where (lua_State *L, const struct ctx *c,
+                                       lua_State *co, int level);
+TETHER__HIDDEN void tether__open_where (lua_State *L, struct ctx *c);
+
+/* uncaught.c */
+TETHER__HIDDEN int tether__raise_main_error (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__push_main_traceback (lua_State *L, struct task *t);
+TETHER__HIDDEN void tether__open_uncaught (lua_State *L, struct ctx *c);
+
+/* tasktree.c */
+TETHER__HIDDEN void tether__open_tasktree (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__dump_task_tree (lua_State *L, struct ctx *c);
 
 /* fsreq.c: file-system requests a task waits for */
 struct fd_owner {

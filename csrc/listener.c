@@ -106,7 +106,7 @@ struct listener *tether__new_listener (lua_State *L, struct ctx *c,
   l->kind = kind;
   queue_init(&l->node);
   l->closed = 1; /* until it is open */
-  tether__waitq_init(&l->acceptor);
+  tether__waitq_init_as(&l->acceptor, "accept");
   tether__set_metatable(L, c, CLASS_LISTENER);
   return l;
 }

@@ -76,7 +76,7 @@ static unsigned process_deadlines (struct ctx *c) {
   struct queue *ready = &c->ready, *last, *first, *q;
   unsigned woken = 0;
   double now;
-  if (n == NULL || n->when > (now = tether__now()))
+  if (n == NULL || n->when > (now = tether__time(c)))
     return 0;
   last = ready->prev; /* the tasks woken here are queued after it */
   while ((n = heap_min(&c->deadlines)) != NULL && n->when <= now) {
@@ -118,19 +118,28 @@ static void on_timer (uv_timer_t *h) {
   uv_idle_start(&c->hub->spin, on_spin);
 }
 
-/* Arms the timer for the earliest deadline so that poll wakes up for it. */
-static void arm_timer (struct ctx *c) {
-  struct heap_node *n = heap_min(&c->deadlines);
-  double wait;
-  if (n == NULL) {
+/* Arms the timer for 'wait' milliseconds (HUGE_VAL: stops it). */
+static void start_timer (struct ctx *c, double wait) {
+  if (wait == HUGE_VAL) {
     uv_timer_stop(&c->hub->timer);
     return;
   }
   uv_update_time(c->loop);
-  wait = ceil((n->when - tether__now()) * 1e3);
   if (wait > TIMER_MAX_MS) /* it fires early, finds nothing due, re-arms */
     wait = TIMER_MAX_MS;
   uv_timer_start(&c->hub->timer, on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
+}
+
+/* Arms the timer for the earliest deadline so that poll wakes up for it
+   (under a mock clock, when it comes in real time: see clock.c). */
+static void arm_timer (struct ctx *c) {
+  struct heap_node *n = heap_min(&c->deadlines);
+  if (c->clock != NULL)
+    start_timer(c, tether__clock_timer_ms(c));
+  else if (n == NULL)
+    start_timer(c, HUGE_VAL);
+  else
+    start_timer(c, ceil((n->when - tether__time(c)) * 1e3));
 }
 
 /*
@@ -141,16 +150,22 @@ static void arm_timer (struct ctx *c) {
 static int tick (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
   uint64_t start = uv_hrtime();
-  int cut = 0;
+  int cut = 0, ran = 0;
+  if (c->dump_pending)
+    tether__dump_task_tree(L, c);
   requeue_batch(c);
   for (;;) {
     unsigned woken = process_deadlines(c);
     if (queue_empty(&c->ready)) {
-      if (c->blocked_waiters.count == 0)
+      if (c->blocked_waiters.count == 0) {
+        if (c->clock != NULL && tether__clock_autojump(c, ran))
+          continue; /* the clock jumped to the next deadline */
         break;
+      }
       tether__waitq_wake_all(&c->blocked_waiters);
     }
     cut = run_batch(c, start, woken);
+    ran = 1;
     if (cut || c->stopping || uv_hrtime() - start > TICK_SLICE_NS)
       break;
   }
@@ -158,6 +173,8 @@ static int tick (lua_State *L) {
     uv_stop(c->loop);
     return 0;
   }
+  if (ran && c->clock != NULL) /* the autojump threshold counts from here */
+    c->idle_since = uv_hrtime();
   if (!cut)
     tether__trim_pools(L, c);
   if (c->tick_failed)
@@ -245,7 +262,7 @@ void tether__abandon (struct ctx *c, lua_State *L) {
   tether__abandon_tasks(L, c);
   queue_init(&c->ready);
   queue_init(&c->batch);
-  tether__waitq_init(&c->blocked_waiters);
+  tether__waitq_init_as(&c->blocked_waiters, "wait_all_tasks_blocked");
   c->main = NULL;
 }
 
@@ -354,9 +371,9 @@ static int end_run (struct ctx *c) {
 */
 static int start_main (lua_State *L) {
   struct ctx *c = lua_touserdata(L, 1);
-  if (c->watchdog_seconds > 0 &&
+  if (c->watchdog_seconds > 0 && c->clock == NULL && /* else see clock.c */
       tether__add_deadline(c, &c->watchdog,
-                           tether__now() + c->watchdog_seconds) < 0)
+                           tether__time(c) + c->watchdog_seconds) < 0)
     return luaL_error(L, "not enough memory");
   lua_pushnil(L); /* main task's name: derived from fn */
   lua_replace(L, 1);
@@ -387,6 +404,7 @@ static int loop_run (lua_State *L) {
         L, "tether.run",
         "a loop is already running in this Lua state; start tasks with "
         "tether.task_group instead of nesting tether.run");
+  c->dump_signal = tether__dump_signal_from_env(L);
   err = uv_loop_init(&c->own_loop);
   if (err < 0)
     return tether__fname_error(L, "tether.run", "cannot create a loop: %s",
@@ -427,7 +445,11 @@ static int loop_run (lua_State *L) {
     lua_pushliteral(L, "not enough memory"); /* interned: no allocation */
     return lua_error(L);
   }
-  lua_xmove(main_L, L, n); /* ok flag, then results or the error */
+  lua_xmove(main_L, L, n);    /* ok flag, then results or the error */
+  if (!lua_toboolean(L, 1)) { /* [false, error, its traceback or nil] */
+    lua_settop(L, 2);
+    tether__push_main_traceback(L, c->main);
+  }
   tether__release(L, c, c->main);
   c->main = NULL;
   tether__check_invariants(c);
@@ -454,7 +476,7 @@ static int loop_run (lua_State *L) {
     return lua_error(L);
   }
   if (!lua_toboolean(L, 1))
-    return lua_error(L); /* the main task's error, unchanged */
+    return tether__raise_main_error(L, c);
   return n - 1;
 }
 
@@ -490,7 +512,8 @@ static int loop_set_watchdog (lua_State *L) {
 
 /* tether.current_time() -> the clock deadlines use, in seconds */
 static int loop_current_time (lua_State *L) {
-  lua_pushnumber(L, tether__now());
+  struct ctx *c = lua_touserdata(L, lua_upvalueindex(1));
+  lua_pushnumber(L, tether__time(c));
   return 1;
 }
 

@@ -20,11 +20,15 @@ static struct lot *check_lot (lua_State *L, const char *fname) {
   return tether__check_self(L, 1, CTX(L), CLASS_LOT, fname);
 }
 
-/* tether.core.ParkingLot() */
+/* tether.core.ParkingLot([what]): 'what' names, in tether.task_tree, what
+   its tasks wait on (a Lock, say); the lot keeps the string alive. */
 static int core_ParkingLot (lua_State *L) {
-  struct lot *lot = lua_newuserdatauv(L, sizeof *lot, 0);
-  tether__waitq_init(&lot->waiters);
+  const char *what = luaL_optstring(L, 1, "ParkingLot");
+  struct lot *lot = lua_newuserdatauv(L, sizeof *lot, 1);
+  tether__waitq_init_as(&lot->waiters, what);
   tether__set_metatable(L, CTX(L), CLASS_LOT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
   return 1;
 }
 

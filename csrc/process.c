@@ -256,7 +256,7 @@ static char **string_array (lua_State *L, int idx) {
 static void new_process (lua_State *L, struct ctx *c) {
   struct process *p = lua_newuserdatauv(L, sizeof *p, 0);
   memset(p, 0, sizeof *p);
-  tether__waitq_init(&p->waiters);
+  tether__waitq_init_as(&p->waiters, "child process exit");
   tether__set_metatable(L, c, CLASS_PROCESS);
 }
 

@@ -96,7 +96,7 @@ void tether__cancel (struct scope *s, enum cancel_cause cause) {
    rule: a passed deadline counts before the timer fires). */
 static void check_deadline (struct scope *s) {
   if (!s->cancel_called && s->state != SCOPE_EXITED && !s->relative &&
-      s->deadline <= tether__now())
+      s->deadline <= tether__time(s->ctx))
     tether__cancel(s, CAUSE_DEADLINE);
 }
 
@@ -156,7 +156,7 @@ int tether__raise_cancelled (lua_State *L, struct task *t) {
 
 /* Enters an unentered scope in the running task. */
 void tether__scope_enter (lua_State *L, struct task *t, struct scope *s) {
-  double now = tether__now();
+  double now = tether__time(TASK_CTX(t));
   if (s->relative) {
     s->deadline = now + s->delay;
     s->relative = 0;
@@ -220,6 +220,7 @@ int tether__scope_exit (lua_State *L, struct task *t, struct scope *s, int ok) {
 struct scope *tether__new_scope (lua_State *L, struct ctx *c) {
   struct scope *s = lua_newuserdatauv(L, sizeof *s, 0);
   tether__scope_init(s, HUGE_VAL, 0);
+  s->ctx = c; /* the state's only context, whose clock its deadline reads */
   tether__set_metatable(L, c, CLASS_SCOPE);
   return s;
 }
@@ -412,7 +413,7 @@ static void set_deadline (lua_State *L, struct scope *s) {
   if (s->state != SCOPE_ACTIVE || s->cancel_called)
     return;
   tether__remove_deadline(s->ctx, &s->timer);
-  if (d <= tether__now())
+  if (d <= tether__time(s->ctx))
     tether__cancel(s, CAUSE_DEADLINE);
   else if (d < HUGE_VAL && tether__add_deadline(s->ctx, &s->timer, d) < 0)
     luaL_error(L, "not enough memory");
@@ -449,7 +450,8 @@ static int scope__index (lua_State *L) {
   if (key == NULL)
     return 0;
   if (strcmp(key, "deadline") == 0)
-    lua_pushnumber(L, s->relative ? tether__now() + s->delay : s->deadline);
+    lua_pushnumber(L,
+                   s->relative ? tether__time(CTX(L)) + s->delay : s->deadline);
   else if (strcmp(key, "shield") == 0)
     lua_pushboolean(L, s->shield);
   else if (strcmp(key, "cancel_called") == 0) {

@@ -102,6 +102,8 @@ static void interrupt (struct ctx *c) {
 static void on_signals (void *data, int signum, unsigned count) {
   struct ctx *c = data;
   struct queue *list = &c->sigreceivers[signum], *q;
+  if (signum == c->dump_signal)
+    c->dump_pending = 1; /* the tick after this poll prints the tree */
   if (queue_empty(list)) {
     if (signum == SIGINT && c->sigrunner)
       interrupt(c);
@@ -142,6 +144,11 @@ void tether__hold_sigpipe (struct ctx *c) {
    (a background job), in which case it stays ignored. */
 void tether__signals_start (struct ctx *c) {
   c->interrupted = 0;
+  c->dump_pending = 0;
+  if (c->dump_signal != 0 &&
+      (tether__sig_ignored(c->dump_signal) || join_registry(c) < 0 ||
+       tether__sig_hold(c->sigloop, c->dump_signal, 0) < 0))
+    c->dump_signal = 0; /* an ignored signal stays ignored */
   if (tether__sig_ignored(SIGINT) || join_registry(c) < 0)
     return;
   if (tether__sig_hold(c->sigloop, SIGINT, 1) == 0)
@@ -160,6 +167,10 @@ void tether__signals_stop (struct ctx *c) {
   if (c->sigpipe_held) { /* deliveries are expected: none is re-raised */
     c->sigpipe_held = 0;
     tether__sig_release(c->sigloop, SIGPIPE, 0, &restored);
+  }
+  if (c->dump_signal != 0) { /* a request as the run ends is dropped */
+    tether__sig_release(c->sigloop, c->dump_signal, 0, &restored);
+    c->dump_signal = 0;
   }
   if (c->sigrunner) {
     c->sigrunner = 0;
@@ -239,6 +250,30 @@ int tether__check_signal (lua_State *L, int idx, const char *fname,
   if (catchable && (signum == SIGKILL || signum == SIGSTOP))
     return tether__fname_error(
         L, fname, "%s cannot be caught, blocked or ignored", name_of(signum));
+  return signum;
+}
+
+/*
+** The signal TETHER_DUMP_SIGNAL names (SIGQUIT, QUIT or a number), read
+** when tether.run starts; 0 when it is unset or empty. Raises for a value
+** that names no signal tether can watch.
+*/
+int tether__dump_signal_from_env (lua_State *L) {
+  const char *env = getenv("TETHER_DUMP_SIGNAL");
+  const char *fname = "tether.run: TETHER_DUMP_SIGNAL";
+  int signum;
+  if (env == NULL || env[0] == '\0')
+    return 0;
+  if (strspn(env, "0123456789") == strlen(env))
+    lua_pushinteger(L, strtol(env, NULL, 10));
+  else
+    lua_pushstring(L, env);
+  signum = tether__check_signal(L, lua_gettop(L), fname, 1);
+  lua_pop(L, 1);
+  if (signum == SIGINT)
+    return tether__fname_error(L, fname,
+                               "SIGINT is Ctrl+C; choose another signal "
+                               "(SIGQUIT, say)");
   return signum;
 }
 
@@ -351,7 +386,7 @@ static int core_open_signal_receiver (lua_State *L) {
                                "inside a task");
   r = lua_newuserdatauv(L, sizeof *r + (size_t)(n - 1) * sizeof r->links[0], 0);
   memset(r, 0, sizeof *r);
-  tether__waitq_init(&r->reader);
+  tether__waitq_init_as(&r->reader, "signal receiver");
   r->ctx = c;
   r->closed = 1; /* until every signal is held */
   tether__set_metatable(L, c, CLASS_RECEIVER);

@@ -289,8 +289,8 @@ static int core_create_memory_object_stream (lua_State *L) {
   }
   s = lua_newuserdatauv(L, sizeof *s, 1);
   memset(s, 0, sizeof *s);
-  tether__waitq_init(&s->senders);
-  tether__waitq_init(&s->receivers);
+  tether__waitq_init_as(&s->senders, "memory stream send");
+  tether__waitq_init_as(&s->receivers, "memory stream receive");
   s->max = max;
   s->head = 1;
   s->open_send = s->open_receive = 1;

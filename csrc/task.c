@@ -427,9 +427,18 @@ static int forever_abort (struct task *t) {
   return 1;
 }
 
+/* What a sleeping task waits on ("sleep until" its sleep.when), or NULL. */
+const char *tether__sleep_what (const struct task *t) {
+  if (t->abort == sleep_abort)
+    return "sleep until";
+  if (t->abort == forever_abort)
+    return "sleep_forever";
+  return NULL;
+}
+
 /* Blocks the running task until 'deadline' (a checkpoint if it passed). */
 static int sleep_until (lua_State *L, struct task *t, double deadline) {
-  if (deadline <= tether__now())
+  if (deadline <= tether__time(TASK_CTX(t)))
     return tether__reschedule(L, t, 0, tether__checkpoint_k);
   if (deadline == HUGE_VAL)
     return tether__park(L, t, forever_abort, lua_gettop(L), tether__woken_k);
@@ -459,7 +468,7 @@ static int task_sleep (lua_State *L) {
   struct task *t = tether__check_task(L, c, "tether.sleep");
   if (delay == 0)
     return tether__reschedule(L, t, 0, tether__checkpoint_k);
-  return sleep_until(L, t, tether__now() + delay);
+  return sleep_until(L, t, tether__time(c) + delay);
 }
 
 static int task_sleep_until (lua_State *L) {

@@ -309,6 +309,7 @@ static int core_getaddrinfo (lua_State *L) {
   if (q == NULL)
     return luaL_error(L, "not enough memory");
   tether__request_init(&q->wait);
+  q->wait.waiting.what = "DNS lookup (getaddrinfo)";
   lua_pushlightuserdata(L, q);
   lua_pushinteger(L, port);
   err = uv_getaddrinfo(c->loop, &q->req, on_lookup, lua_tostring(L, 1),
@@ -403,6 +404,7 @@ static int core_getnameinfo (lua_State *L) {
   if (q == NULL)
     return luaL_error(L, "not enough memory");
   tether__request_init(&q->wait);
+  q->wait.waiting.what = "DNS lookup (getnameinfo)";
   err = uv_getnameinfo(c->loop, &q->req, on_name_lookup, (struct sockaddr *)&sa,
                        0);
   if (err < 0) {

@@ -342,8 +342,8 @@ static int core_open_udp (lua_State *L) {
   u->ctx = c;
   queue_init(&u->node);
   u->closed = 1; /* until it is open */
-  tether__waitq_init(&u->receiver);
-  tether__waitq_init(&u->senders);
+  tether__waitq_init_as(&u->receiver, "UDP receive");
+  tether__waitq_init_as(&u->senders, "UDP send (room to send)");
   tether__set_metatable(L, c, CLASS_UDP);
   u->closed = 0;
   queue_insert_tail(&c->udps, &u->node);

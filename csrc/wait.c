@@ -15,8 +15,15 @@
 #include "internal.h"
 
 void tether__waitq_init (struct waitq *q) {
+  tether__waitq_init_as(q, NULL);
+}
+
+/* An empty queue whose tasks wait on 'what' (text that outlives the queue:
+   tether.task_tree shows it for each of them). */
+void tether__waitq_init_as (struct waitq *q, const char *what) {
   queue_init(&q->tasks);
   q->count = 0;
+  q->what = what;
 }
 
 /* The task parked longest in 'q', or NULL. */
@@ -32,6 +39,14 @@ static int waitq_abort (struct task *t) {
   queue_remove(&t->node);
   q->count--;
   return 1;
+}
+
+/* What a task parked in a wait queue waits on; NULL if it is not in one. */
+const char *tether__waitq_what (const struct task *t) {
+  const struct waitq *q = t->wait_data;
+  if (t->abort != waitq_abort)
+    return NULL;
+  return q->what != NULL ? q->what : "a wait queue";
 }
 
 /* Parks the running task at the back of 'q' (see tether__park). */

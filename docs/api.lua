@@ -63,6 +63,12 @@
 -- of a task group); `tether.Interrupted` after a Ctrl+C, even if the main task
 -- returned normally; `tether.run: a loop is already running in this Lua state;
 -- ...` when nested; `tether.run: expected a function to run, got ...`.
+-- When no `pcall` or `xpcall` is above `run` (the main chunk of
+-- `lua5.4 prog.lua`), nothing can catch the error, and `lua5.4` would print
+-- only the stack of `run`'s caller: there `run` raises the error's text
+-- followed by the main task's own traceback, down to the line that raised.
+-- `tether.run: TETHER_DUMP_SIGNAL: ...` when that variable names no signal
+-- (see `task_tree`).
 -- @usage
 -- local tether = require "tether"
 -- print(tether.run(function(x) tether.sleep(0.1); return x * 2 end, 21)) --> 42
@@ -714,6 +720,11 @@
 -- these classes; `tostring` of one reads `tether.Name: message`, which is also
 -- what `lua5.4` prints when one is uncaught. Test an error with `tether.is`.
 -- Misuse raises a plain string instead (see Running).
+--
+-- Every instance also has `where`: the `file:line` of the program's code that
+-- raised it (or called `Class.new`), skipping tether's own Lua files, e.g.
+-- `"server.lua:42"` for a `TimeoutError` of a `fail_after` whose body waited
+-- there.
 -- @section errors
 
 --- Whether `err` is an instance of the error class `cls`.
@@ -807,6 +818,71 @@
 -- @table WorkerError
 -- @field message the worker's error, as a string
 -- @field traceback the worker's traceback where it raised
+
+--- Testing and debugging.
+-- Virtual time for tests, and a view of what every task is doing.
+-- @section debugging
+
+--- `run` with options. Unknown options raise.
+-- @function run_with
+-- @tparam table opts `clock`: a `MockClock` that `current_time()`, every
+-- deadline and every sleep of this run read instead of the monotonic clock
+-- @tparam function fn the main task
+-- @param ... arguments passed to `fn`
+-- @return the results of `fn`
+-- @raise as `run`; `tether.run_with: unknown option 'x' (the only option is
+-- clock)`; `tether.run_with: clock must be a tether.MockClock, got ...`
+-- @usage
+-- local clock = tether.MockClock{autojump_threshold = 0}
+-- tether.run_with({clock = clock}, function()
+--   tether.sleep(3600) -- returns at once: the clock jumps an hour
+-- end)
+
+--- A virtual clock for tests (Trio's `MockClock`). Its time starts at 0 and
+-- advances `rate` virtual seconds per real second (0: it stands still) and
+-- when `jump` moves it. With `autojump_threshold = t`, whenever every task
+-- of the run has been blocked for `t` real seconds (none ready to run, and no
+-- `wait_all_tasks_blocked` caller left to wake), the clock jumps to the next
+-- deadline, so a test of a one-hour timeout runs in milliseconds; `0` jumps
+-- as soon as every task is blocked. A task that keeps running (a loop of
+-- checkpoints) is never jumped past. Fields `rate` and `autojump_threshold`
+-- are readable and writable; changes take effect at once.
+-- @function MockClock
+-- @tparam[opt] table opts `rate` (a finite number >= 0, default 0) and
+-- `autojump_threshold` (seconds >= 0, default `math.huge`: never)
+-- @treturn MockClock
+-- @raise `tether.MockClock: unknown option ...`, or a bad `rate` or threshold
+
+--- A snapshot of the running program: nested tables of cancel scopes,
+-- task groups and tasks. The root is `{kind = "run", children = {...}}`.
+-- A node of kind `"scope"` or `"group"` has `deadline`, `shield`,
+-- `cancel_called` and `children`; a task is listed under its innermost
+-- scope. A node of kind `"task"` has `id`, `name` and `state` (`"running"`,
+-- `"ready"` or `"blocked"`); a blocked task also has `waiting_on` (what it
+-- waits on: `"Event"`, `"Lock"`, `"memory stream receive"`, `"byte stream
+-- read"`, `"signal receiver"`, `"sleep until T (in S s)"`, `"accept"`,
+-- `"connect"`, `"DNS lookup (getaddrinfo)"`, `"the end of its task group's
+-- children"`, ...), and a task that has run has `where` (the `file:line` of
+-- the program's call it waits in, skipping tether's own files) and
+-- `traceback`.
+--
+-- **TETHER_DUMP_SIGNAL.** When the environment variable names a signal
+-- (`SIGQUIT`, `QUIT` or a number) as `run` starts, that signal prints
+-- `format_task_tree()` to stderr while `run` runs, and the program goes on;
+-- its disposition comes back when `run` returns. A signal ignored when `run`
+-- starts stays ignored; unset, it has no effect.
+-- @function task_tree
+-- @treturn table
+-- @raise `tether.task_tree: called outside tether.run`
+-- @usage
+-- -- TETHER_DUMP_SIGNAL=SIGQUIT lua5.4 server.lua, then: kill -QUIT <pid>
+
+--- The task tree as indented text: each scope and group, each task with its
+-- state, what it waits on, where, and its traceback.
+-- @function format_task_tree
+-- @tparam[opt] table tree from `task_tree` (default: a snapshot taken now)
+-- @treturn string
+-- @raise as `task_tree`
 
 --- Task group: the `tg` passed to the body of `tether.task_group`.
 -- @type TaskGroup
@@ -1530,3 +1606,15 @@
 --- Sends SIGKILL, to the whole process group when the process leads one.
 -- @function Process:kill
 -- @treturn boolean whether it was sent
+--- A virtual clock made by `tether.MockClock`. Fields: `rate` and
+-- `autojump_threshold` (read and write).
+-- @type MockClock
+
+--- Moves the clock forward by `seconds`; deadlines that it passes expire.
+-- @function MockClock:jump
+-- @tparam number seconds >= 0
+-- @raise `clock:jump: seconds must be >= 0 (time cannot go back), got ...`
+
+--- The clock's time, in a run or outside one.
+-- @function MockClock:current_time
+-- @treturn number

@@ -39,6 +39,7 @@ build = {
     ["tether.core"] = {
       sources = {
         "csrc/bytestream.c",
+        "csrc/clock.c",
         "csrc/connect.c",
         "csrc/core.c",
         "csrc/embed.c",
@@ -62,11 +63,14 @@ build = {
         "csrc/stdio.c",
         "csrc/stream.c",
         "csrc/task.c",
+        "csrc/tasktree.c",
         "csrc/tcp.c",
         "csrc/udp.c",
+        "csrc/uncaught.c",
         "csrc/unix.c",
         "csrc/wait.c",
         "csrc/wholefile.c",
+        "csrc/where.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
       incdirs = { "csrc", "$(LIBUV_INCDIR)" },
@@ -79,6 +83,7 @@ build = {
     ["tether.process"] = "lua/tether/process.lua",
     ["tether.fs"] = "lua/tether/fs.lua",
     ["tether.sync"] = "lua/tether/sync.lua",
+    ["tether.tasktree"] = "lua/tether/tasktree.lua",
   },
 }
 

@@ -92,6 +92,7 @@ describe("the reference (docs/api.lua)", function()
         end)
       end)
       objects.CancelScope = tether.CancelScope{}
+      objects.MockClock = tether.MockClock{}
       objects.Event = tether.Event()
       objects.Lock = tether.Lock()
       objects.Semaphore = tether.Semaphore(1)

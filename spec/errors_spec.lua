@@ -88,3 +88,53 @@ print(table.concat(seen, " "))
     assert.matches("TimeoutError WouldBlock ClosedResourceError Cancelled\n", out, 1, true)
   end)
 end)
+
+describe("error instances' where", function()
+  -- "errors_spec.lua:N" for the line after the caller's.
+  local function next_line()
+    local info = debug.getinfo(2, "Sl")
+    return ("%s:%d"):format(info.short_src, info.currentline + 1)
+  end
+
+  it("is the program's line that raised, for errors of the core and of the facade",
+    function()
+      local wheres, expected = {}, {}
+      helper.run(function()
+        local send, receive = tether.create_memory_object_stream()
+        send:close()
+        local ok, err = pcall(function()
+          expected.timeout = next_line()
+          tether.fail_after(0.001):run(tether.sleep_forever)
+        end)
+        assert.is_false(ok)
+        wheres.timeout = err.where
+        ok, err = pcall(function()
+          expected.end_of_stream = next_line()
+          receive:receive()
+        end)
+        assert.is_false(ok)
+        wheres.end_of_stream = err.where
+        local lock = tether.Lock()
+        lock:acquire_nowait()
+        tether.task_group(function(tg)
+          tg:start_soon(function()
+            local ok2, err2 = pcall(function()
+              expected.would_block = next_line()
+              lock:acquire_nowait() -- raised inside tether's Lua facade
+            end)
+            assert.is_false(ok2)
+            wheres.would_block = err2.where
+          end)
+        end)
+        lock:release()
+      end)
+      for name, line in pairs(expected) do assert.equal(line, wheres[name], name) end
+    end)
+
+  it("is where Class.new was called, and tostring stays tether.Name: message", function()
+    local line = next_line()
+    local err = tether.TimeoutError.new("late")
+    assert.equal(line, err.where)
+    assert.equal("tether.TimeoutError: late", tostring(err))
+  end)
+end)

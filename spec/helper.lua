@@ -4,6 +4,7 @@
 --   helper.run(fn, ...)                 tether.run under a 10 s watchdog, then checks that
 --                                       nothing is left (tasks, loop, running flag)
 --   helper.run_within(seconds, fn, ...) the same with another watchdog
+--   helper.run_with(opts, fn, ...)      helper.run with tether.run_with's options
 --   helper.error_of(fn, ...)            the error fn(...) raises (fails if it returns)
 --   helper.lua5_4                       path of the lua5.4 interpreter
 --   helper.time_scale                   $TETHER_TEST_TIME_SCALE (>= 1): how much slower
@@ -68,12 +69,18 @@ local function leftovers(core)
   return nil
 end
 
-local function run_checked(level, seconds, fn, ...)
+-- opts: nil for tether.run, else the options of tether.run_with.
+local function run_checked(level, seconds, opts, fn, ...)
   local tether = require "tether"
   local core = require "tether.core"
   if type(seconds) == "number" then seconds = seconds * TIME_SCALE end
   core.set_watchdog(seconds)
-  local res = table.pack(pcall(tether.run, fn, ...))
+  local res
+  if opts then
+    res = table.pack(pcall(tether.run_with, opts, fn, ...))
+  else
+    res = table.pack(pcall(tether.run, fn, ...))
+  end
   local reset_ok, reset_err = pcall(core.set_watchdog, nil)
   local problem = leftovers(core)
   if not reset_ok then
@@ -97,12 +104,17 @@ end
 --- also when run raised).
 --- Returns fn's results, or re-raises run's error unchanged.
 function helper.run(fn, ...)
-  return run_checked(2, DEFAULT_WATCHDOG, fn, ...)
+  return run_checked(2, DEFAULT_WATCHDOG, nil, fn, ...)
 end
 
 --- helper.run with a watchdog of `seconds`.
 function helper.run_within(seconds, fn, ...)
-  return run_checked(2, seconds, fn, ...)
+  return run_checked(2, seconds, nil, fn, ...)
+end
+
+--- helper.run with tether.run_with(opts, ...) (the watchdog counts real time).
+function helper.run_with(opts, fn, ...)
+  return run_checked(2, DEFAULT_WATCHDOG, opts, fn, ...)
 end
 
 --- Calls fn(...) expecting it to raise; returns the error value.

@@ -5,11 +5,15 @@
 -- @module tether
 
 local core = require "tether.core"
+-- tether's own frames are not where a user's error or wait is: the facade's
+-- files all have sources that start like this one's.
+core.set_facade_prefix(debug.getinfo(1, "S").source:match "^(.*[/\\])" or "")
 local errors = require "tether.errors"
 local sync = require "tether.sync"
 local net = require "tether.net"
 local process = require "tether.process"
 local fs = require "tether.fs"
+local tasktree = require "tether.tasktree"
 
 local tether = {
   _VERSION = core._VERSION,
@@ -32,6 +36,7 @@ for _, name in ipairs {
   "socketpair", "open_pipe", "getaddrinfo", "getnameinfo", "open_udp",
   "wrap_fd", "stdin", "stdout",
   "stderr",
+  "run_with", "MockClock",
 } do
   tether[name] = core[name]
 end
@@ -50,6 +55,10 @@ end
 
 for _, name in ipairs { "run_process", "open_process" } do
   tether[name] = process[name]
+end
+
+for _, name in ipairs { "task_tree", "format_task_tree" } do
+  tether[name] = tasktree[name]
 end
 
 -- Signal numbers of this platform: tether.SIGTERM, tether.SIGINT, ...

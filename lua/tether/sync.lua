@@ -73,7 +73,7 @@ local Lock = class "Lock"
 --- A non-reentrant lock owned by the task that acquired it.
 -- @treturn Lock
 function sync.Lock()
-  return setmetatable({ _owner = nil, _lot = ParkingLot() }, Lock)
+  return setmetatable({ _owner = nil, _lot = ParkingLot "Lock" }, Lock)
 end
 
 local function check_not_owner(self, me, fname)
@@ -200,7 +200,7 @@ function sync.Semaphore(initial, max_value)
   if max_value ~= nil and max_value < initial then
     misuse(fname, "max_value (%d) must be >= the initial value (%d)", max_value, initial)
   end
-  return setmetatable({ _value = initial, _max = max_value, _lot = ParkingLot() },
+  return setmetatable({ _value = initial, _max = max_value, _lot = ParkingLot "Semaphore" },
     Semaphore)
 end
 
@@ -260,7 +260,7 @@ function sync.Condition(lock)
   elseif getmetatable(lock) ~= Lock then
     misuse("tether.Condition", "expected a tether.Lock or nothing, got %s", type(lock))
   end
-  return setmetatable({ _lock = lock, _lot = ParkingLot() }, Condition)
+  return setmetatable({ _lock = lock, _lot = ParkingLot "Condition" }, Condition)
 end
 
 --- Acquires the underlying lock.
@@ -391,7 +391,7 @@ end
 function sync.CapacityLimiter(total)
   check_total(total, "tether.CapacityLimiter")
   return setmetatable({ _total = total, _borrowed = 0, _borrowers = {},
-    _lot = ParkingLot() }, CapacityLimiter)
+    _lot = ParkingLot "CapacityLimiter" }, CapacityLimiter)
 end
 
 CapacityLimiter.__index = function(self, key)

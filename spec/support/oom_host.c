@@ -297,6 +297,17 @@ static const char *base_name (const char *path) {
   return slash != NULL ? slash + 1 : path;
 }
 
+/*
+** Lua 5.4.4's lauxlib registers the metatable of a growing luaL_Buffer's box
+** ("_UBOX*") before it sets its __close: when that allocation fails, the
+** state keeps a metatable without __close, and every later buffer that
+** outgrows its first block (a table.concat of more than 1 KiB) raises
+** "variable '(C temporary)' got a non-closable value". Not tether's to fix:
+** the host makes the metatable before allocations start failing.
+*/
+static const char buffer_box_source[] =
+    "local _ = table.concat { string.rep('x', 4096) }\n";
+
 /* A fresh state with the standard libraries, tether's preloads, the loaded
    program at index 1 and the error checker at index 2. */
 static lua_State *new_state (const char *path) {
@@ -308,6 +319,7 @@ static lua_State *new_state (const char *path) {
   luaL_openlibs(L);
   lua_pushcfunction(L, open_tether);
   if (lua_pcall(L, 0, 0, 0) != LUA_OK ||
+      luaL_dostring(L, buffer_box_source) != LUA_OK ||
       (!opens && luaL_dostring(L, "require 'tether'") != LUA_OK) ||
       luaL_loadfile(L, path) != LUA_OK ||
       luaL_loadstring(L, checker_source) != LUA_OK ||
