@@ -322,6 +322,11 @@ struct ctx {
   int sigrunner;           /* tether.run's Ctrl+C watcher holds SIGINT */
   struct queue sigreceivers[TETHER_NSIG]; /* per signal: its receivers'
                                              links (while 'sigloop') */
+  lua_CFunction coroutine_yield; /* the coroutine library's yield */
+  int nnested;    /* resumes of tether.coroutine in which a task's thread
+                     is the coroutine resumed (coroutine.c) */
+  int descending; /* the scheduler resumes a task's own thread to reach
+                     the coroutine that parked (coroutine.c) */
 };
 
 /* The name table holds, per task slot, the task's name (or the function to
@@ -590,5 +595,9 @@ TETHER__HIDDEN void tether__open_stream (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__open_group (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__task_finished (lua_State *L, struct task *t,
                                            int ok);
+
+/* coroutine.c */
+TETHER__HIDDEN void tether__open_coroutine (lua_State *L, struct ctx *c);
+TETHER__HIDDEN int tether__coroutine_waits (lua_State *co, struct ctx *c);
 
 #endif

@@ -339,6 +339,7 @@ static int end_run (struct ctx *c) {
   c->loop = NULL;
   c->running = 0;
   c->current = NULL;
+  c->nnested = 0; /* tasks abandoned inside tether.coroutine resumes */
   return err;
 }
 

@@ -29,11 +29,18 @@ struct task *tether__current (lua_State *L, struct ctx *c, const char *fname) {
       tether__fname_error(L, fname,
                           "not called from a tether task (a __gc or a host "
                           "callback between tasks); call it from a task");
-    tether__fname_error(L, fname,
-                        "called from a coroutine that is not a tether "
-                        "task (a coroutine.wrap or coroutine.create inside "
-                        "a task); call it from the task itself, or start "
-                        "the work as a task with tg:start_soon");
+    luaL_where(L, 1); /* the line that blocked: coroutine.wrap puts the
+                         position of its own caller in front */
+    lua_pushfstring(L, "%s: called from a coroutine that is not a tether "
+                       "task (a coroutine.wrap or coroutine.create inside "
+                       "a task); make it with tether.coroutine.wrap or "
+                       "tether.coroutine.create and resume it with "
+                       "tether.coroutine.resume, call it from the task "
+                       "itself, or start the work as a task with "
+                       "tg:start_soon",
+                    fname);
+    lua_concat(L, 2);
+    lua_error(L);
   }
   return t;
 }
@@ -166,24 +173,50 @@ static void stray_yield_hook (lua_State *L, lua_Debug *ar) {
                 "their own");
 }
 
+/*
+** The thread to resume for task 't': its own. If it parked inside a
+** coroutine of tether.coroutine (which is 't->L' then), its own thread
+** still starts the descent to it (coroutine.c), and the wake values stay
+** on the coroutine for the last step.
+*/
+static lua_State *thread_to_resume (struct ctx *c, struct task *t,
+                                    int *nargs) {
+  lua_State *own;
+  *nargs = (int)t->nresume;
+  if (c->nnested > 0) {
+    lua_rawgeti(c->from, LUA_REGISTRYINDEX, c->threads_ref);
+    lua_rawgeti(c->from, -1, t->thread_ref);
+    own = lua_tothread(c->from, -1);
+    lua_pop(c->from, 2);
+    if (own != t->L) {
+      c->descending = 1;
+      *nargs = 0;
+      return own;
+    }
+  }
+  t->nresume = 0;
+  return t->L;
+}
+
 /* Resumes a ready task once and handles how it stopped. */
 void tether__resume (struct ctx *c, struct task *t) {
   int nres, status, ok;
   int nargs;
+  lua_State *L;
   if (t->L == NULL)
     tether__bind_thread(c, t);
-  nargs = t->nresume;
-  t->nresume = 0;
+  L = thread_to_resume(c, t, &nargs);
   t->ours = 0;
   t->state = TASK_RUNNING;
   c->current = t;
-  status = lua_resume(t->L, c->from, nargs, &nres);
+  status = lua_resume(L, c->from, nargs, &nres);
   c->current = NULL;
+  c->descending = 0;
   if (status == LUA_YIELD) {
     if (nres > 0) /* tether's own yields pass nothing */
-      lua_pop(t->L, nres);
+      lua_pop(L, nres);
     if (!t->ours) {
-      lua_sethook(t->L, stray_yield_hook, LUA_MASKCOUNT, 1);
+      lua_sethook(L, stray_yield_hook, LUA_MASKCOUNT, 1);
       tether__schedule(c, t);
     }
     return;
@@ -306,11 +339,17 @@ static int runs_task (lua_State *co) {
 */
 static int guarded_close (lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
+  struct ctx *c = tether__ctx(L);
   if (co != NULL && runs_task(co))
     return tether__fname_error(
         L, "coroutine.close",
         "this coroutine runs a tether task, which only tether may close; "
         "to stop the task, cancel a scope around it (scope:cancel())");
+  if (co != NULL && c != NULL && tether__coroutine_waits(co, c))
+    return tether__fname_error(
+        L, "coroutine.close",
+        "this coroutine waits inside a tether task, which only tether may "
+        "close; to stop the wait, cancel a scope around it");
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
