@@ -8,10 +8,13 @@ local core = require "tether.core"
 local errors = require "tether.errors"
 local sync = require "tether.sync"
 local net = require "tether.net"
+local callback = require "tether.callback"
 
 local tether = {
   _VERSION = core._VERSION,
   is = errors.is,
+  coroutine = require "tether.coroutine",
+  wait_callback = callback.wait_callback,
 }
 
 for _, name in ipairs(errors.names) do
