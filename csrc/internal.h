@@ -327,6 +327,8 @@ struct ctx {
                      is the coroutine resumed (coroutine.c) */
   int descending; /* the scheduler resumes a task's own thread to reach
                      the coroutine that parked (coroutine.c) */
+  struct luv_bridge *luv; /* tether.run watches luv's loop (luv.c) */
+  int luv_ref;            /* table: the luv functions it calls */
 };
 
 /* The name table holds, per task slot, the task's name (or the function to
@@ -599,5 +601,9 @@ TETHER__HIDDEN void tether__task_finished (lua_State *L, struct task *t,
 /* coroutine.c */
 TETHER__HIDDEN void tether__open_coroutine (lua_State *L, struct ctx *c);
 TETHER__HIDDEN int tether__coroutine_waits (lua_State *co, struct ctx *c);
+
+/* luv.c */
+TETHER__HIDDEN void tether__luv_start (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__luv_stop (struct ctx *c);
 
 #endif

@@ -335,6 +335,7 @@ static int end_run (struct ctx *c) {
   tether__listeners_stop(c);
   tether__udps_stop(c);
   tether__signals_stop(c);
+  tether__luv_stop(c);
   err = close_loop(c);
   c->loop = NULL;
   c->running = 0;
@@ -354,6 +355,7 @@ static int start_main (lua_State *L) {
       tether__add_deadline(c, &c->watchdog,
                            tether__now() + c->watchdog_seconds) < 0)
     return luaL_error(L, "not enough memory");
+  tether__luv_start(L, c);
   lua_pushnil(L); /* main task's name: derived from fn */
   lua_replace(L, 1);
   c->main = tether__spawn(L, c, lua_gettop(L) - 2, &c->root, NULL);
