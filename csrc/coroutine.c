@@ -37,15 +37,15 @@ static int resume_results (lua_State *L, lua_State *co, int status,
       lua_pushliteral(L, "too many results to resume");
       return 2;
     }
-    lua_pushboolean(L, 1);
     lua_xmove(co, L, nres);
+    lua_pushboolean(L, 1);
+    lua_insert(L, -(nres + 1));
     return nres + 1;
   }
+  if (status != -1)
+    lua_xmove(co, L, 1); /* ('co' may be 'L': then the error is on top) */
   lua_pushboolean(L, 0);
-  if (status == -1)
-    lua_insert(L, -2);
-  else
-    lua_xmove(co, L, 1);
+  lua_insert(L, -2);
   return 2;
 }
 
@@ -126,18 +126,41 @@ int tether__coroutine_waits (lua_State *co, struct ctx *c) {
 static int chain_k (lua_State *L, int status, lua_KContext call);
 
 /*
-** The resume of 'co' (index 1 of 'L', the task's thread until then)
-** returned 'status': if 'co' parked, 'L' passes the park on up; otherwise
-** the call ends as in Lua.
+** A coroutine yielded from inside a cancel scope or task group of its own:
+** the resumer would run inside them (cancelled with them, its own scopes
+** out of order), and they would stay open while the coroutine may never be
+** resumed. So the coroutine goes on at once with this error, which closes
+** them as it unwinds.
+*/
+static void yield_in_scope_hook (lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "coroutine.yield: a coroutine of tether.coroutine cannot "
+                "yield from inside a cancel scope or task group it opened; "
+                "yield after it closed");
+}
+
+/*
+** The resume of 'co' (index 1 of 'L', the task's thread until then; index
+** 2 holds the task's scope at the resume) returned 'status': if 'co'
+** parked, 'L' passes the park on up; otherwise the call ends as in Lua.
 */
 static int finish (lua_State *L, struct ctx *c, struct task *t, int status,
                    int nres, enum call call) {
+  lua_State *co = lua_tothread(L, 1);
   c->descending = 0;
   if (status == LUA_YIELD && t->ours)
     return lua_yieldk(L, 0, call, chain_k);
+  while (status == LUA_YIELD && t->scope != lua_touserdata(L, 2)) {
+    lua_pop(co, nres);
+    lua_sethook(co, yield_in_scope_hook, LUA_MASKCOUNT, 1);
+    status = lua_resume(co, L, 0, &nres);
+    if (status == LUA_YIELD && t->ours) /* unwinding blocks */
+      return lua_yieldk(L, 0, call, chain_k);
+  }
   t->L = L;
   c->nnested--;
-  return results(L, lua_tothread(L, 1), status, nres, call);
+  return results(L, co, status, nres, call);
 }
 
 /*
@@ -151,7 +174,7 @@ static int chain_k (lua_State *L, int status, lua_KContext call) {
   lua_State *co = lua_tothread(L, 1);
   int nargs = 0, nres;
   if (t == NULL || !c->descending) {
-    lua_settop(L, 1);
+    lua_settop(L, 2);
     lua_pushliteral(L, "coroutine.resume: this coroutine waits inside a "
                        "tether task, which only tether resumes; the task "
                        "goes on waiting");
@@ -169,7 +192,8 @@ static int chain_k (lua_State *L, int status, lua_KContext call) {
 
 /*
 ** Resumes 'co' (index 1) with the values above it: as the task's thread if
-** 'L' is the task's thread and may yield, else as Lua's resume does.
+** 'L' is the task's thread and may yield (then the task's scope at the
+** resume is kept at index 2), else as Lua's resume does.
 */
 static int resume (lua_State *L, enum call call) {
   struct ctx *c = CTX(L);
@@ -185,6 +209,7 @@ static int resume (lua_State *L, enum call call) {
     status = lua_resume(co, L, nargs, &nres);
     return results(L, co, status, nres, call);
   }
+  lua_pushlightuserdata(L, t->scope);
   t->L = co;
   c->nnested++;
   t->ours = 0;

@@ -15,6 +15,19 @@
 #define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
 
 /*
+** " at file:line" of the Lua function calling the running C function, or
+** "". (coroutine.wrap puts the position of its own caller in front of an
+** error: this says which line blocked.)
+*/
+static const char *caller_position (lua_State *L) {
+  lua_Debug ar;
+  if (!lua_getstack(L, 1, &ar) || !lua_getinfo(L, "Sl", &ar) ||
+      ar.currentline <= 0)
+    return "";
+  return lua_pushfstring(L, " at %s:%d", ar.short_src, ar.currentline);
+}
+
+/*
 ** Returns the running task if 'L' is its thread; otherwise raises an error
 ** naming 'fname' and the way out.
 */
@@ -29,18 +42,14 @@ struct task *tether__current (lua_State *L, struct ctx *c, const char *fname) {
       tether__fname_error(L, fname,
                           "not called from a tether task (a __gc or a host "
                           "callback between tasks); call it from a task");
-    luaL_where(L, 1); /* the line that blocked: coroutine.wrap puts the
-                         position of its own caller in front */
-    lua_pushfstring(L, "%s: called from a coroutine that is not a tether "
-                       "task (a coroutine.wrap or coroutine.create inside "
-                       "a task); make it with tether.coroutine.wrap or "
-                       "tether.coroutine.create and resume it with "
-                       "tether.coroutine.resume, call it from the task "
-                       "itself, or start the work as a task with "
-                       "tg:start_soon",
-                    fname);
-    lua_concat(L, 2);
-    lua_error(L);
+    tether__fname_error(L, fname,
+                        "called%s from a coroutine that is not a tether "
+                        "task (a coroutine.wrap or coroutine.create inside "
+                        "a task); run it with tether.coroutine.wrap or "
+                        "tether.coroutine.resume, call it from the task "
+                        "itself, or start the work as a task with "
+                        "tg:start_soon",
+                        caller_position(L));
   }
   return t;
 }
