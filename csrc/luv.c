@@ -152,12 +152,17 @@ void tether__luv_start (lua_State *L, struct ctx *c) {
   c->luv = b;
 }
 
-/* At the end of tether.run: stops watching luv's loop. */
+/*
+** At the end of tether.run: runs luv's loop once more, for the close
+** callbacks of handles closed at the end (luv crashes at exit when one is
+** still pending), and stops watching it.
+*/
 void tether__luv_stop (struct ctx *c) {
   uv_handle_t *handles[BRIDGE_HANDLES];
   int i;
   if (c->luv == NULL)
     return;
+  run_luv(c->luv);
   bridge_handles(c->luv, handles);
   for (i = 0; i < BRIDGE_HANDLES; i++)
     uv_close(handles[i], on_bridge_closed);
