@@ -51,6 +51,8 @@ local WORKLOADS = {
   { id = "w6", script = "w6_idle_memory.lua",
     variants = { "tether", "floor", "cqueues", "luv" } },
   { id = "w8", script = "w8_idle_conns.lua", variants = { "tether" } },
+  { id = "w14", script = "w14_coroutine.lua",
+    variants = { "tether", "tether_deep", "floor", "cqueues" } },
 }
 
 local function wanted(id)
@@ -217,6 +219,10 @@ local ROWS = {
     key = "rss_bytes_per_conn", digits = 0, max = 5120, tether_only = true },
   { label = "W8 idle TCP connection with its task, Lua heap growth (B)", w = "w8",
     t = "tether", key = "gc_bytes_per_conn", digits = 0, tether_only = true },
+  { label = "W14 sleep(0) through one tether.coroutine, floor = in the task (ns)",
+    w = "w14", t = "tether", key = "ns_per_op", digits = 0, floor_ratio = 2 },
+  { label = "W14 the same, three coroutines deep (ns)", w = "w14", t = "tether_deep",
+    key = "ns_per_op", digits = 0 },
 }
 
 local function target_text(row)
