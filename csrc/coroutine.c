@@ -182,8 +182,7 @@ static int chain_k (lua_State *L, int status, lua_KContext call) {
   }
   if (co == t->L) { /* the one that parked: the wake values are on it */
     c->descending = 0;
-    nargs = (int)t->nresume;
-    t->nresume = 0;
+    nargs = c->descent_nargs;
   }
   t->ours = 0;
   status = lua_resume(co, L, nargs, &nres);

@@ -327,6 +327,7 @@ struct ctx {
                      is the coroutine resumed (coroutine.c) */
   int descending; /* the scheduler resumes a task's own thread to reach
                      the coroutine that parked (coroutine.c) */
+  int descent_nargs; /* the wake values waiting on that coroutine */
   struct luv_bridge *luv; /* tether.run watches luv's loop (luv.c) */
   int luv_ref;            /* table: the luv functions it calls */
 };
@@ -605,5 +606,8 @@ TETHER__HIDDEN int tether__coroutine_waits (lua_State *co, struct ctx *c);
 /* luv.c */
 TETHER__HIDDEN void tether__luv_start (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__luv_stop (struct ctx *c);
+
+/* errors.c, for the error of a blocking call in a plain coroutine */
+TETHER__HIDDEN const char *tether__caller_position (lua_State *L);
 
 #endif

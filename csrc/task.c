@@ -15,19 +15,6 @@
 #define CTX(L) ((struct ctx *)lua_touserdata((L), lua_upvalueindex(1)))
 
 /*
-** " at file:line" of the Lua function calling the running C function, or
-** "". (coroutine.wrap puts the position of its own caller in front of an
-** error: this says which line blocked.)
-*/
-static const char *caller_position (lua_State *L) {
-  lua_Debug ar;
-  if (!lua_getstack(L, 1, &ar) || !lua_getinfo(L, "Sl", &ar) ||
-      ar.currentline <= 0)
-    return "";
-  return lua_pushfstring(L, " at %s:%d", ar.short_src, ar.currentline);
-}
-
-/*
 ** Returns the running task if 'L' is its thread; otherwise raises an error
 ** naming 'fname' and the way out.
 */
@@ -49,7 +36,7 @@ struct task *tether__current (lua_State *L, struct ctx *c, const char *fname) {
                         "tether.coroutine.resume, call it from the task "
                         "itself, or start the work as a task with "
                         "tg:start_soon",
-                        caller_position(L));
+                        tether__caller_position(L));
   }
   return t;
 }
@@ -183,44 +170,42 @@ static void stray_yield_hook (lua_State *L, lua_Debug *ar) {
 }
 
 /*
-** The thread to resume for task 't': its own. If it parked inside a
-** coroutine of tether.coroutine (which is 't->L' then), its own thread
-** still starts the descent to it (coroutine.c), and the wake values stay
-** on the coroutine for the last step.
+** The thread that starts the resume of task 't' when it parked inside a
+** coroutine of tether.coroutine ('t->L' then): its own thread, which
+** descends to the coroutine (coroutine.c); the wake values stay on the
+** coroutine for the last step (c->descent_nargs of them). NULL when 't->L'
+** is its own thread.
 */
-static lua_State *thread_to_resume (struct ctx *c, struct task *t,
-                                    int *nargs) {
+static lua_State *descent_start (struct ctx *c, struct task *t) {
   lua_State *own;
-  *nargs = (int)t->nresume;
-  if (c->nnested > 0) {
-    lua_rawgeti(c->from, LUA_REGISTRYINDEX, c->threads_ref);
-    lua_rawgeti(c->from, -1, t->thread_ref);
-    own = lua_tothread(c->from, -1);
-    lua_pop(c->from, 2);
-    if (own != t->L) {
-      c->descending = 1;
-      *nargs = 0;
-      return own;
-    }
-  }
-  t->nresume = 0;
-  return t->L;
+  lua_rawgeti(c->from, LUA_REGISTRYINDEX, c->threads_ref);
+  lua_rawgeti(c->from, -1, t->thread_ref);
+  own = lua_tothread(c->from, -1);
+  lua_pop(c->from, 2);
+  return own != t->L ? own : NULL;
 }
 
 /* Resumes a ready task once and handles how it stopped. */
 void tether__resume (struct ctx *c, struct task *t) {
   int nres, status, ok;
   int nargs;
-  lua_State *L;
+  lua_State *L, *own;
   if (t->L == NULL)
     tether__bind_thread(c, t);
-  L = thread_to_resume(c, t, &nargs);
+  L = t->L;
+  nargs = t->nresume;
+  if (c->nnested > 0 && (own = descent_start(c, t)) != NULL) {
+    L = own;
+    c->descending = 1;
+    c->descent_nargs = nargs;
+    nargs = 0;
+  }
+  t->nresume = 0;
   t->ours = 0;
   t->state = TASK_RUNNING;
   c->current = t;
   status = lua_resume(L, c->from, nargs, &nres);
   c->current = NULL;
-  c->descending = 0;
   if (status == LUA_YIELD) {
     if (nres > 0) /* tether's own yields pass nothing */
       lua_pop(L, nres);
