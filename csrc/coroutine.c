@@ -216,6 +216,26 @@ static int resume (lua_State *L, enum call call) {
   return finish(L, c, t, status, nres, call);
 }
 
+/*
+** The thread the scheduler resumes for task 't' while coroutines are
+** resumed as tasks' threads somewhere: if 't' parked inside one ('t->L'),
+** the task's own thread, which descends to it through chain_k; the wake
+** values ('*nargs' of them) stay on the coroutine for the last step.
+*/
+lua_State *tether__descent (struct ctx *c, struct task *t, int *nargs) {
+  lua_State *own;
+  lua_rawgeti(c->from, LUA_REGISTRYINDEX, c->threads_ref);
+  lua_rawgeti(c->from, -1, t->thread_ref);
+  own = lua_tothread(c->from, -1);
+  lua_pop(c->from, 2);
+  if (own == t->L)
+    return own;
+  c->descending = 1;
+  c->descent_nargs = *nargs;
+  *nargs = 0;
+  return own;
+}
+
 /* tether.coroutine.resume(co, ...) */
 static int coroutine_resume (lua_State *L) {
   if (lua_type(L, 1) != LUA_TTHREAD)

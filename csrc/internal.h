@@ -602,6 +602,8 @@ TETHER__HIDDEN void tether__task_finished (lua_State *L, struct task *t,
 /* coroutine.c */
 TETHER__HIDDEN void tether__open_coroutine (lua_State *L, struct ctx *c);
 TETHER__HIDDEN int tether__coroutine_waits (lua_State *co, struct ctx *c);
+TETHER__HIDDEN lua_State *tether__descent (struct ctx *c, struct task *t,
+                                           int *nargs);
 
 /* luv.c */
 TETHER__HIDDEN void tether__luv_start (lua_State *L, struct ctx *c);

@@ -169,48 +169,31 @@ static void stray_yield_hook (lua_State *L, lua_Debug *ar) {
                 "their own");
 }
 
-/*
-** The thread that starts the resume of task 't' when it parked inside a
-** coroutine of tether.coroutine ('t->L' then): its own thread, which
-** descends to the coroutine (coroutine.c); the wake values stay on the
-** coroutine for the last step (c->descent_nargs of them). NULL when 't->L'
-** is its own thread.
-*/
-static lua_State *descent_start (struct ctx *c, struct task *t) {
-  lua_State *own;
-  lua_rawgeti(c->from, LUA_REGISTRYINDEX, c->threads_ref);
-  lua_rawgeti(c->from, -1, t->thread_ref);
-  own = lua_tothread(c->from, -1);
-  lua_pop(c->from, 2);
-  return own != t->L ? own : NULL;
-}
-
 /* Resumes a ready task once and handles how it stopped. */
 void tether__resume (struct ctx *c, struct task *t) {
   int nres, status, ok;
   int nargs;
-  lua_State *L, *own;
+  lua_State *L;
   if (t->L == NULL)
     tether__bind_thread(c, t);
   L = t->L;
   nargs = t->nresume;
-  if (c->nnested > 0 && (own = descent_start(c, t)) != NULL) {
-    L = own;
-    c->descending = 1;
-    c->descent_nargs = nargs;
-    nargs = 0;
-  }
+  if (c->nnested > 0) /* it may wait inside tether.coroutine */
+    L = tether__descent(c, t, &nargs);
   t->nresume = 0;
   t->ours = 0;
   t->state = TASK_RUNNING;
   c->current = t;
   status = lua_resume(L, c->from, nargs, &nres);
   c->current = NULL;
+  /* From here on 't->L' is the thread that stopped: one passing a park on
+     up from a coroutine passes nothing, and only the task's own thread
+     yields to the loop otherwise (see coroutine.c). */
   if (status == LUA_YIELD) {
     if (nres > 0) /* tether's own yields pass nothing */
-      lua_pop(L, nres);
+      lua_pop(t->L, nres);
     if (!t->ours) {
-      lua_sethook(L, stray_yield_hook, LUA_MASKCOUNT, 1);
+      lua_sethook(t->L, stray_yield_hook, LUA_MASKCOUNT, 1);
       tether__schedule(c, t);
     }
     return;
