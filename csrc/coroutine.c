@@ -28,8 +28,7 @@ enum call { CALL_RESUME, CALL_WRAP };
 ** 'co' yielded or returned, or false and the error (on 'co', or on top of
 ** 'L' when 'status' is -1).
 */
-static int resume_results (lua_State *L, lua_State *co, int status,
-                           int nres) {
+static int resume_results (lua_State *L, lua_State *co, int status, int nres) {
   if (status == LUA_OK || status == LUA_YIELD) {
     if (!lua_checkstack(L, nres + 1)) {
       lua_pop(co, nres);

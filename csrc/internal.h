@@ -322,14 +322,18 @@ struct ctx {
   int sigrunner;           /* tether.run's Ctrl+C watcher holds SIGINT */
   struct queue sigreceivers[TETHER_NSIG]; /* per signal: its receivers'
                                              links (while 'sigloop') */
-  lua_CFunction coroutine_yield; /* the coroutine library's yield */
-  int nnested;    /* resumes of tether.coroutine in which a task's thread
-                     is the coroutine resumed (coroutine.c) */
-  int descending; /* the scheduler resumes a task's own thread to reach
-                     the coroutine that parked (coroutine.c) */
-  int descent_nargs; /* the wake values waiting on that coroutine */
-  struct luv_bridge *luv; /* tether.run watches luv's loop (luv.c) */
-  int luv_ref;            /* table: the luv functions it calls */
+  /* tether.coroutine (coroutine.c): the coroutine library's yield; the
+     resumes in progress in which a coroutine is a task's thread; whether the
+     scheduler is resuming a task's own thread to reach the coroutine that
+     parked, and the wake values waiting on that coroutine */
+  lua_CFunction coroutine_yield;
+  int nnested;
+  int descending;
+  int descent_nargs;
+  /* luv's loop, watched by tether.run when luv is loaded (luv.c), and the
+     table of the luv functions it calls */
+  struct luv_bridge *luv;
+  int luv_ref;
 };
 
 /* The name table holds, per task slot, the task's name (or the function to

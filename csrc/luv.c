@@ -102,8 +102,7 @@ static void on_bridge_closed (uv_handle_t *h) {
 ** before the handles, so a memory error leaves nothing to undo.
 */
 void tether__luv_start (lua_State *L, struct ctx *c) {
-  static const char *const names[] = {"run", "backend_timeout",
-                                      "loop_alive"};
+  static const char *const names[] = {"run", "backend_timeout", "loop_alive"};
   uv_handle_t *handles[BRIDGE_HANDLES];
   struct luv_bridge *b;
   lua_Integer fd;
