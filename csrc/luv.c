@@ -97,9 +97,10 @@ static void on_bridge_closed (uv_handle_t *h) {
 }
 
 /*
-** [-0, +0, m] At the start of tether.run: if luv is loaded, watches its
-** loop (else does nothing). The references to luv's functions are taken
-** before the handles, so a memory error leaves nothing to undo.
+** [-0, +0, m] At the start of tether.run: if luv is loaded, and its loop
+** is not running (tether.run called from a luv callback), watches it. The
+** references to luv's functions are taken before the handles, so a memory
+** error leaves nothing to undo.
 */
 void tether__luv_start (lua_State *L, struct ctx *c) {
   static const char *const names[] = {"run", "backend_timeout", "loop_alive"};
@@ -112,6 +113,14 @@ void tether__luv_start (lua_State *L, struct ctx *c) {
       lua_getfield(L, -1, "backend_fd") != LUA_TFUNCTION ||
       lua_pcall(L, 0, 1, 0) != LUA_OK || !lua_isinteger(L, -1) ||
       (fd = lua_tointeger(L, -1)) < 0 || fd > INT_MAX) {
+    lua_settop(L, base);
+    return;
+  }
+  lua_pop(L, 1);
+  /* Inside a callback of luv's loop (tether.run called from one), running
+     luv's loop again would reenter libuv: no bridge then. */
+  if (lua_getfield(L, -1, "loop_mode") == LUA_TFUNCTION &&
+      (lua_pcall(L, 0, 1, 0) != LUA_OK || !lua_isnil(L, -1))) {
     lua_settop(L, base);
     return;
   }

@@ -619,7 +619,9 @@
 -- handles and callbacks run while tasks run, with no polling task and no added
 -- latency. Open luv handles do not keep `run` from returning; a later
 -- `uv.run()` goes on with them. luv's callbacks run between tasks: they may
--- wake tasks (`event:set()`, a `wait_callback`'s `done`), not block.
+-- wake tasks (`event:set()`, a `wait_callback`'s `done`), not block. A
+-- `tether.run` called from inside a luv callback leaves luv's loop alone (it
+-- is running already).
 -- @section coroutines
 
 --- Lua's `coroutine` library for coroutines that may block. A blocking tether

@@ -170,6 +170,23 @@ describe("luv alongside tether.run", function()
     assert.is_true(math.abs(inside - plain) <= 1 * helper.time_scale, output)
   end)
 
+  it("leaves luv's loop alone when tether.run is called from a luv callback", function()
+    local output = script [[
+      local timer = uv.new_timer()
+      timer:start(1, 0, function()
+        timer:close()
+        print("inner=" .. tostring(tether.run(function()
+          tether.sleep(0.01)
+          return "ran"
+        end)))
+      end)
+      uv.run()
+      print("outer=done")
+    ]]
+    assert.equal("ran", field(output, "inner"), output)
+    assert.equal("done", field(output, "outer"), output)
+  end)
+
   it("awaits a luv timer with wait_callback", function()
     local output = script [[
       tether.run(function()
