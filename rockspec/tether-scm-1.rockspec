@@ -41,6 +41,7 @@ build = {
         "csrc/bytestream.c",
         "csrc/connect.c",
         "csrc/core.c",
+        "csrc/coroutine.c",
         "csrc/embed.c",
         "csrc/errors.c",
         "csrc/event.c",
@@ -48,6 +49,7 @@ build = {
         "csrc/invariants.c",
         "csrc/listener.c",
         "csrc/loop.c",
+        "csrc/luv.c",
         "csrc/park.c",
         "csrc/record.c",
         "csrc/scope.c",
@@ -70,6 +72,8 @@ build = {
     ["tether.errors"] = "lua/tether/errors.lua",
     ["tether.net"] = "lua/tether/net.lua",
     ["tether.sync"] = "lua/tether/sync.lua",
+    ["tether.coroutine"] = "lua/tether/coroutine.lua",
+    ["tether.callback"] = "lua/tether/callback.lua",
   },
 }
 
