@@ -186,9 +186,9 @@ void tether__resume (struct ctx *c, struct task *t) {
   c->current = t;
   status = lua_resume(L, c->from, nargs, &nres);
   c->current = NULL;
-  /* From here on 't->L' is the thread that stopped: one passing a park on
-     up from a coroutine passes nothing, and only the task's own thread
-     yields to the loop otherwise (see coroutine.c). */
+  /* 't->L' serves below: a park passed up from a coroutine of
+     tether.coroutine leaves no values (t->ours is set), and any other yield
+     or the end comes from the task's own thread, 't->L' again by then. */
   if (status == LUA_YIELD) {
     if (nres > 0) /* tether's own yields pass nothing */
       lua_pop(t->L, nres);
