@@ -56,6 +56,8 @@ local WORKLOADS = {
       "asyncio_50", "tether_drain", "cat_pipe", "tether_capture", "lua_popen" } },
   { id = "w13", script = "w13_files.lua",
     variants = { "tether_big", "io_big", "tether_small", "io_small" } },
+  { id = "w14", script = "w14_coroutine.lua",
+    variants = { "tether", "tether_deep", "floor", "cqueues" } },
 }
 
 local function wanted(id)
@@ -247,6 +249,10 @@ local ROWS = {
   { label = "W13 1000 small files, fs.read_file concurrently, floor = an io.open loop (ms)",
     w = "w13", t = "tether_small", floor = "io_small", key = "s", scale = 1e3, digits = 1,
     floor_ratio = 1 },
+  { label = "W14 sleep(0) through one tether.coroutine, floor = in the task (ns)",
+    w = "w14", t = "tether", key = "ns_per_op", digits = 0, floor_ratio = 2 },
+  { label = "W14 the same, three coroutines deep (ns)", w = "w14", t = "tether_deep",
+    key = "ns_per_op", digits = 0 },
 }
 
 local function target_text(row)

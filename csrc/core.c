@@ -216,7 +216,7 @@ TETHER_API int luaopen_tether_core (lua_State *L) {
       tether__open_process,    tether__open_fsreq,     tether__open_file,
       tether__open_fs,         tether__open_wholefile, tether__open_fsdir,
       tether__open_fswatch,    tether__open_clock,     tether__open_tasktree,
-      tether__open_where,      tether__open_uncaught};
+      tether__open_where,      tether__open_uncaught,  tether__open_coroutine};
   struct ctx *c;
   size_t i;
   luaL_checkversion(L);

@@ -85,6 +85,19 @@ int tether__fname_error (lua_State *L, const char *fname, const char *fmt,
   return lua_error(L);
 }
 
+/*
+** [-0, +(0|1), m] " at file:line" of the Lua function calling the running C
+** function, or "": for an error raised where coroutine.wrap puts its own
+** caller's position in front of the message.
+*/
+const char *tether__caller_position (lua_State *L) {
+  lua_Debug ar;
+  if (!lua_getstack(L, 1, &ar) || !lua_getinfo(L, "Sl", &ar) ||
+      ar.currentline <= 0)
+    return "";
+  return lua_pushfstring(L, " at %s:%d", ar.short_src, ar.currentline);
+}
+
 /* Raises an error of class 'cls' with the message "fname: <fmt...>". */
 int tether__raise (lua_State *L, const struct ctx *c, enum error_class cls,
                    const char *fname, const char *fmt, ...) {

@@ -344,6 +344,18 @@ struct ctx {
   const char *facade;       /* source prefix of the Lua facade (where.c) */
   int facade_ref;           /* anchors it */
   lua_CFunction pcall, xpcall; /* the base library's, found at opening */
+  /* tether.coroutine (coroutine.c): the coroutine library's yield; the
+     resumes in progress in which a coroutine is a task's thread; whether the
+     scheduler is resuming a task's own thread to reach the coroutine that
+     parked, and the wake values waiting on that coroutine */
+  lua_CFunction coroutine_yield;
+  int nnested;
+  int descending;
+  int descent_nargs;
+  /* luv's loop, watched by tether.run when luv is loaded (luv.c), and the
+     table of the luv functions it calls */
+  struct luv_bridge *luv;
+  int luv_ref;
 };
 
 /* The name table holds, per task slot, the task's name (or the function to
@@ -700,5 +712,18 @@ TETHER__HIDDEN void tether__open_wholefile (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__open_fsdir (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__open_fswatch (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__watchers_stop (struct ctx *c);
+
+/* coroutine.c */
+TETHER__HIDDEN void tether__open_coroutine (lua_State *L, struct ctx *c);
+TETHER__HIDDEN int tether__coroutine_waits (lua_State *co, struct ctx *c);
+TETHER__HIDDEN lua_State *tether__descent (struct ctx *c, struct task *t,
+                                           int *nargs);
+
+/* luv.c */
+TETHER__HIDDEN void tether__luv_start (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__luv_stop (struct ctx *c);
+
+/* errors.c, for the error of a blocking call in a plain coroutine */
+TETHER__HIDDEN const char *tether__caller_position (lua_State *L);
 
 #endif

@@ -354,6 +354,7 @@ static int end_run (struct ctx *c) {
   tether__processes_stop(c);
   tether__watchers_stop(c);
   tether__signals_stop(c);
+  tether__luv_stop(c);
   err = close_loop(c);
   if (c->spawned) /* libuv's SIGCHLD watcher is gone with the loop */
     tether__sig_spawned();
@@ -361,6 +362,7 @@ static int end_run (struct ctx *c) {
   c->loop = NULL;
   c->running = 0;
   c->current = NULL;
+  c->nnested = 0; /* tasks abandoned inside tether.coroutine resumes */
   return err;
 }
 
@@ -375,6 +377,7 @@ static int start_main (lua_State *L) {
       tether__add_deadline(c, &c->watchdog,
                            tether__time(c) + c->watchdog_seconds) < 0)
     return luaL_error(L, "not enough memory");
+  tether__luv_start(L, c);
   lua_pushnil(L); /* main task's name: derived from fn */
   lua_replace(L, 1);
   c->main = tether__spawn(L, c, lua_gettop(L) - 2, &c->root, NULL);

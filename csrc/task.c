@@ -30,10 +30,13 @@ struct task *tether__current (lua_State *L, struct ctx *c, const char *fname) {
                           "not called from a tether task (a __gc or a host "
                           "callback between tasks); call it from a task");
     tether__fname_error(L, fname,
-                        "called from a coroutine that is not a tether "
+                        "called%s from a coroutine that is not a tether "
                         "task (a coroutine.wrap or coroutine.create inside "
-                        "a task); call it from the task itself, or start "
-                        "the work as a task with tg:start_soon");
+                        "a task); run it with tether.coroutine.wrap or "
+                        "tether.coroutine.resume, call it from the task "
+                        "itself, or start the work as a task with "
+                        "tg:start_soon",
+                        tether__caller_position(L));
   }
   return t;
 }
@@ -170,15 +173,22 @@ static void stray_yield_hook (lua_State *L, lua_Debug *ar) {
 void tether__resume (struct ctx *c, struct task *t) {
   int nres, status, ok;
   int nargs;
+  lua_State *L;
   if (t->L == NULL)
     tether__bind_thread(c, t);
+  L = t->L;
   nargs = t->nresume;
+  if (c->nnested > 0) /* it may wait inside tether.coroutine */
+    L = tether__descent(c, t, &nargs);
   t->nresume = 0;
   t->ours = 0;
   t->state = TASK_RUNNING;
   c->current = t;
-  status = lua_resume(t->L, c->from, nargs, &nres);
+  status = lua_resume(L, c->from, nargs, &nres);
   c->current = NULL;
+  /* 't->L' serves below: a park passed up from a coroutine of
+     tether.coroutine leaves no values (t->ours is set), and any other yield
+     or the end comes from the task's own thread, 't->L' again by then. */
   if (status == LUA_YIELD) {
     if (nres > 0) /* tether's own yields pass nothing */
       lua_pop(t->L, nres);
@@ -306,11 +316,17 @@ static int runs_task (lua_State *co) {
 */
 static int guarded_close (lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
+  struct ctx *c = tether__ctx(L);
   if (co != NULL && runs_task(co))
     return tether__fname_error(
         L, "coroutine.close",
         "this coroutine runs a tether task, which only tether may close; "
         "to stop the task, cancel a scope around it (scope:cancel())");
+  if (co != NULL && c != NULL && tether__coroutine_waits(co, c))
+    return tether__fname_error(
+        L, "coroutine.close",
+        "this coroutine waits inside a tether task, which only tether may "
+        "close; to stop the wait, cancel a scope around it");
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);

@@ -715,6 +715,66 @@
 --   for line in p.stdout:lines() do print(line) end
 -- end                                  -- waits for exit; an error or cancel kills it
 
+--- Coroutines, callbacks and luv.
+-- A program that loads luv (`require "luv"`) before `tether.run` can use it
+-- inside the run: tether watches luv's loop from its own (its descriptor and
+-- its next timeout, and a run of it before every poll), so luv's timers,
+-- handles and callbacks run while tasks run, with no polling task and no added
+-- latency. Open luv handles do not keep `run` from returning; a later
+-- `uv.run()` goes on with them. luv's callbacks run between tasks: they may
+-- wake tasks (`event:set()`, a `wait_callback`'s `done`), not block. A
+-- `tether.run` called from inside a luv callback leaves luv's loop alone (it
+-- is running already).
+-- @section coroutines
+
+--- Lua's `coroutine` library for coroutines that may block. A blocking tether
+-- call inside a coroutine resumed with `tether.coroutine.resume` (or called
+-- through a function of `tether.coroutine.wrap`) from a task suspends the
+-- whole task, and the coroutine goes on where it was once the call returns;
+-- its own `yield`s still go to its resumer, nested to any depth. Errors,
+-- `Cancelled` included, come out of `resume` as `false, err` and out of a
+-- `wrap` function as an error, as in Lua (a `wrap` function closes the
+-- coroutine's to-be-closed variables first; after `resume`, `close` does).
+-- `create`, `yield`, `status`, `running`, `isyieldable` and `close` are the
+-- coroutine library's own, so they answer as for plain coroutines.
+-- A coroutine cannot `yield` from inside a cancel scope or task group it
+-- opened (the error is raised inside it, at the yield); while it waits inside
+-- tether, only its task resumes it (`resume` from elsewhere returns `true` and
+-- a message, `close` raises). Resumed outside a task, or from a plain
+-- coroutine, it is a plain coroutine: blocking in it raises.
+-- @table coroutine
+-- @field create `coroutine.create`
+-- @field resume `resume(co, ...)`: like `coroutine.resume`
+-- @field wrap `wrap(fn)`: like `coroutine.wrap`
+-- @field yield `coroutine.yield`
+-- @field status `coroutine.status`
+-- @field running `coroutine.running`
+-- @field isyieldable `coroutine.isyieldable`
+-- @field close `coroutine.close`
+-- @usage
+-- local lines = tether.coroutine.wrap(function()
+--   for chunk in stream do          -- blocks the task, not the caller's loop
+--     for line in chunk:gmatch("[^\n]+") do tether.coroutine.yield(line) end
+--   end
+-- end)
+-- for line in lines do print(line) end
+
+--- Calls `fn(done)` and blocks until `done(...)` is called, from any callback
+-- on this loop (a luv callback, another task, `fn` itself), then returns
+-- `done`'s arguments. A second call of `done` is ignored. Cancellation returns
+-- at once (raising `Cancelled`), and a later `done` is then ignored; in a
+-- cancelled scope it raises `Cancelled` without calling `fn`. A checkpoint.
+-- @function wait_callback
+-- @tparam function fn called with `done`
+-- @return the arguments of the first `done` call
+-- @raise `Cancelled`; what `fn` raises; misuse errors outside a task or for a
+-- `fn` that is not callable
+-- @usage
+-- local uv = require "luv"
+-- local err, stat = tether.wait_callback(function(done)
+--   uv.fs_stat("/etc/hosts", done)
+-- end)
+
 --- Errors.
 -- Every error tether raises on purpose is a table whose metatable is one of
 -- these classes; `tostring` of one reads `tether.Name: message`, which is also

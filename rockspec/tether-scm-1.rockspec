@@ -42,6 +42,7 @@ build = {
         "csrc/clock.c",
         "csrc/connect.c",
         "csrc/core.c",
+        "csrc/coroutine.c",
         "csrc/embed.c",
         "csrc/errors.c",
         "csrc/event.c",
@@ -54,6 +55,7 @@ build = {
         "csrc/invariants.c",
         "csrc/listener.c",
         "csrc/loop.c",
+        "csrc/luv.c",
         "csrc/park.c",
         "csrc/process.c",
         "csrc/record.c",
@@ -84,6 +86,8 @@ build = {
     ["tether.fs"] = "lua/tether/fs.lua",
     ["tether.sync"] = "lua/tether/sync.lua",
     ["tether.tasktree"] = "lua/tether/tasktree.lua",
+    ["tether.coroutine"] = "lua/tether/coroutine.lua",
+    ["tether.callback"] = "lua/tether/callback.lua",
   },
 }
 

@@ -14,12 +14,15 @@ local net = require "tether.net"
 local process = require "tether.process"
 local fs = require "tether.fs"
 local tasktree = require "tether.tasktree"
+local callback = require "tether.callback"
 
 local tether = {
   _VERSION = core._VERSION,
   is = errors.is,
   fs = fs,
   open_file = core.open_file,
+  coroutine = require "tether.coroutine",
+  wait_callback = callback.wait_callback,
 }
 
 for _, name in ipairs(errors.names) do
