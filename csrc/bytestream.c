@@ -919,6 +919,15 @@ static int stream_unread (lua_State *L) {
 ** Writing
 ** ===================================================================== */
 
+/* The error a failed write leaves: once the peer reset the connection, the
+   kernel reports a later write as EPIPE (the read that met the reset took
+   ECONNRESET), yet the reset is what broke the stream. */
+static int write_failure (const struct stream *s, int err) {
+  if (err == UV_EPIPE && s->read_error == UV_ECONNRESET)
+    return UV_ECONNRESET;
+  return err;
+}
+
 static void on_write (uv_write_t *req, int status) {
   struct write_req *w = (struct write_req *)req;
   struct conn *conn = req->handle->data;
@@ -934,7 +943,7 @@ static void on_write (uv_write_t *req, int status) {
   if (status == 0)
     s->sent += (lua_Integer)len;
   else if (s->write_error == 0 && status != UV_ECANCELED)
-    s->write_error = status;
+    s->write_error = write_failure(s, status);
   wake_writers(s);
 }
 
@@ -974,7 +983,7 @@ static void write_file (lua_State *L, struct stream *s, uv_buf_t *bufs,
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0) {
-        s->write_error = uv_translate_sys_error(errno);
+        s->write_error = write_failure(s, uv_translate_sys_error(errno));
         tether__raise_uv(L, s->ctx, s->write_error, fname, "write");
       }
       done += (size_t)n;
@@ -1021,8 +1030,8 @@ static void commit (lua_State *L, struct stream *s, int idx, int npieces,
     if (err >= 0)
       written = (size_t)err;
     else if (err != UV_EAGAIN) {
-      s->write_error = err;
-      tether__raise_uv(L, s->ctx, err, fname, "write");
+      s->write_error = write_failure(s, err);
+      tether__raise_uv(L, s->ctx, s->write_error, fname, "write");
     }
   }
   s->sent += (lua_Integer)written;
@@ -1046,8 +1055,8 @@ static void commit (lua_State *L, struct stream *s, int idx, int npieces,
   err = uv_write(&w->req, &conn->h.stream, bufs, 1, on_write);
   if (err < 0) {
     free(w);
-    s->write_error = err;
-    tether__raise_uv(L, s->ctx, err, fname, "write");
+    s->write_error = write_failure(s, err);
+    tether__raise_uv(L, s->ctx, s->write_error, fname, "write");
   }
   conn->queued += rest;
 }
