@@ -80,6 +80,7 @@ struct conn {
   int shared_flags;       /* its file status flags before, restored */
   unsigned char closing;  /* its handles are being closed */
   unsigned char lingering;
+  unsigned char reset; /* a TCP connection closes with RST, not FIN */
 };
 
 struct stream {
@@ -175,13 +176,19 @@ static void close_conn (struct conn *conn) {
     free(conn);
     return;
   }
-  uv_close(&conn->h.handle, free_conn);
+  /* uv_tcp_close_reset refuses a connection that sent EOF: it closes with
+     the FIN already sent */
+  if (!conn->reset || conn->h.handle.type != UV_TCP ||
+      uv_tcp_close_reset(&conn->h.tcp, free_conn) < 0)
+    uv_close(&conn->h.handle, free_conn);
   if (conn->lingering)
     uv_close((uv_handle_t *)&conn->linger, free_conn);
 }
 
 static void on_linger (uv_timer_t *t) {
-  close_conn(t->data);
+  struct conn *conn = t->data;
+  conn->reset = 1; /* the peer learns that queued data was lost */
+  close_conn(conn);
 }
 
 /* The Lua side let go: the queued bytes go out for at most 'linger' seconds,
@@ -282,8 +289,10 @@ void tether__streams_stop (struct ctx *c) {
     queue_remove(&conn->node);
     if (conn->owner != NULL)
       close_stream(conn->owner, 1); /* closes the connection too */
-    else
-      close_conn(conn); /* lingering */
+    else {
+      conn->reset = 1; /* lingering: its queued data is lost */
+      close_conn(conn);
+    }
   }
 }
 
@@ -1214,9 +1223,12 @@ static int stream_close (lua_State *L) {
   return 0;
 }
 
-/* s:abort(): drops the queued data and closes at once */
+/* s:abort(): drops the queued data and resets the connection */
 static int stream_abort (lua_State *L) {
-  close_stream(check_stream(L, CTX(L), "stream:abort"), 1);
+  struct stream *s = check_stream(L, CTX(L), "stream:abort");
+  if (s->conn != NULL)
+    s->conn->reset = 1;
+  close_stream(s, 1);
   return 0;
 }
 
