@@ -70,6 +70,7 @@ build = {
     ["tether.errors"] = "lua/tether/errors.lua",
     ["tether.net"] = "lua/tether/net.lua",
     ["tether.sync"] = "lua/tether/sync.lua",
+    ["tether.udp"] = "lua/tether/udp.lua",
   },
 }
 

@@ -8,6 +8,7 @@ local core = require "tether.core"
 local errors = require "tether.errors"
 local sync = require "tether.sync"
 local net = require "tether.net"
+local udp = require "tether.udp"
 
 local tether = {
   _VERSION = core._VERSION,
@@ -25,7 +26,7 @@ for _, name in ipairs {
   "task_group", "CancelScope", "move_on_after", "move_on_at", "fail_after",
   "fail_at", "current_effective_deadline", "open_signal_receiver", "kill",
   "getpid", "signal_name", "Event", "create_memory_object_stream",
-  "socketpair", "open_pipe", "getaddrinfo", "getnameinfo", "open_udp",
+  "socketpair", "open_pipe", "getaddrinfo", "getnameinfo",
   "wrap_fd", "stdin", "stdout",
   "stderr",
 } do
@@ -42,6 +43,10 @@ for _, name in ipairs {
   "connect_tcp", "listen_tcp", "serve_tcp", "connect_unix", "listen_unix", "serve_unix",
 } do
   tether[name] = net[name]
+end
+
+for _, name in ipairs { "open_udp" } do
+  tether[name] = udp[name]
 end
 
 -- Signal numbers of this platform: tether.SIGTERM, tether.SIGINT, ...
