@@ -144,9 +144,15 @@ static void on_recv (uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     wake_receiver(u);
     return;
   }
-  if (u->queued >= u->queue_max || (flags & UV_UDP_PARTIAL) ||
-      (d = malloc(sizeof *d + (size_t)nread)) == NULL) {
+  if (u->queued >= u->queue_max || (flags & UV_UDP_PARTIAL)) {
     u->dropped++;
+    return;
+  }
+  d = malloc(sizeof *d + (size_t)nread);
+  if (d == NULL) { /* dropped too, and the receiver learns why */
+    u->dropped++;
+    u->recv_error = UV_ENOMEM;
+    wake_receiver(u);
     return;
   }
   d->next = NULL;

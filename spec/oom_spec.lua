@@ -49,7 +49,8 @@ describe("memory exhaustion", function()
     if TMP then shell("rm -rf " .. q(TMP)) end
   end)
 
-  for _, name in ipairs { "open", "groups", "sync", "signal", "attached", "streams" } do
+  for _, name in ipairs { "open", "groups", "sync", "signal", "attached", "streams", "unix",
+                          "udp" } do
     it("spec/support/oom_programs/" .. name .. ".lua: any allocation may fail, and "
        .. "nothing is lost, leaked or left changed", function()
       local out, status = sweep(("--modes twice,from --stride %d %s"):format(

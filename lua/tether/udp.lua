@@ -32,11 +32,16 @@ local function lookup(host, family, passive)
   error(found, 0)
 end
 
+local function local_address(u)
+  return u.local_address
+end
+
 -- The family of UdpSocket `u`, or nil when `u` is not an open UdpSocket (the core then
--- says what is wrong).
+-- says what is wrong). Running out of memory is not that.
 local function family_of(u)
   if type(u) ~= "userdata" then return nil end
-  local ok, address = pcall(function() return u.local_address end)
+  local ok, address = pcall(local_address, u)
+  if not ok and address == "not enough memory" then error(address, 0) end
   return ok and type(address) == "table" and address.family or nil
 end
 
