@@ -91,8 +91,9 @@ struct stream {
   struct waitq flushers; /* tasks waiting for the queue to empty */
   char *buf;             /* read-ahead: bytes [start, start + len) */
   size_t start, len, cap;
-  size_t scanned; /* bytes searched for a delimiter in vain */
-  size_t wanted;  /* bytes a waiting reader needs buffered */
+  size_t scanned;           /* bytes searched for a delimiter in vain */
+  size_t wanted;            /* bytes a waiting reader needs buffered */
+  unsigned char reader_due; /* input woke the reader, which has not read */
   lua_Integer read_ahead, high_water;
   double linger;
   lua_Integer sent, received;
@@ -388,10 +389,11 @@ static void on_read (uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0) {
     size_t limit =
         s->wanted > (size_t)s->read_ahead ? s->wanted : (size_t)s->read_ahead;
-    /* A reader is waiting and takes these bytes next: one more read does
-       not pause reading only to resume it right after (an epoll_ctl each
-       way for every message larger than read_ahead). */
-    if (s->reader.count > 0)
+    /* A reader is waiting, or was woken by this burst of reads and has not
+       run yet, and takes these bytes next: one more read does not pause
+       reading only to resume it right after (an epoll_ctl each way for
+       every message larger than read_ahead). */
+    if (s->reader.count > 0 || s->reader_due)
       limit += READ_CHUNK;
     s->len += (size_t)nread;
     s->received += nread;
@@ -402,6 +404,8 @@ static void on_read (uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
     s->read_error = (int)nread;
     pause_reading(s);
   }
+  if (s->reader.count > 0)
+    s->reader_due = 1;
   wake_first(&s->reader);
 }
 
@@ -645,6 +649,7 @@ static int try_read (lua_State *L, struct stream *s, enum read_op op) {
   int at_end = 0, ok, nformats = 0, i;
   size_t off = 0;
   s->wanted = 0;
+  s->reader_due = 0;
   for (;;) {
     memset(r, 0, sizeof *r);
     switch (op) {
