@@ -22,8 +22,10 @@ end
 
 local SEED = tonumber(os.getenv("TETHER_SEED") or "") or os.time()
 
--- Each run moves this much data; slow runners (valgrind, ASan) move less.
+-- Each run moves this much data; slow runners (valgrind, ASan) move less, in as many
+-- calls (sends of up to SEND_MAX bytes, reads of up to READ_MAX).
 local DATA_SIZE = math.max(64 * KiB, 1024 * KiB // math.ceil(helper.time_scale))
+local SEND_MAX, READ_MAX = DATA_SIZE // 64, DATA_SIZE // 256
 
 -- A generator of integers in [lo, hi] with a fixed seed (a 64-bit LCG).
 local function prng(seed)
@@ -155,7 +157,7 @@ end
 local function send_all(control, side, random, s, data, counts)
   local first = 1
   while first <= #data do
-    local piece = data:sub(first, first + random(1, 16 * KiB) - 1)
+    local piece = data:sub(first, first + random(1, SEND_MAX) - 1)
     local payload = piece
     if random(1, 4) == 1 then
       local cut = random(0, #piece)
@@ -192,7 +194,7 @@ local function receive_all(control, side, random, s, counts)
   local ended = false
   while not ended do
     local op = random(1, 200) == 1 and READ_ALL or READ_OPS[random(1, #READ_OPS)]
-    local result = attempt(control, side, random, op.call, s, random(1, 4 * KiB))
+    local result = attempt(control, side, random, op.call, s, random(1, READ_MAX))
     if result == nil then
       counts.reads_cancelled = counts.reads_cancelled + 1
     else

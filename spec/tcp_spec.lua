@@ -182,8 +182,20 @@ describe("half-close and reset", function()
   it("closing a stream wakes its blocked reader and its blocked writer with " ..
      "ClosedResourceError", function()
     helper.run(connection(function(ours, peer)
+      peer:set_option("read_ahead", 1)
       ours:set_option("high_water", 1024)
-      ours:send_nowait(string.rep("z", 4 * 1024 * 1024))   -- more than the kernel takes
+      -- fills the kernel's buffers (the peer reads no more) and then our queue
+      local chunk, committed = string.rep("z", 65536), 0
+      while true do
+        local ok, err = pcall(ours.send_nowait, ours, chunk)
+        if not ok then
+          assert.is_true(tether.is(err, tether.WouldBlock), tostring(err))
+          break
+        end
+        committed = committed + #chunk
+        assert(committed < 256 * 1024 * 1024, "send_nowait never raised WouldBlock")
+        tether.sleep(0)   -- lets the loop hand the queue to the kernel
+      end
       local events, record = helper.recorder()
       tether.task_group(function(tg)
         tg:start_soon(function() record("reader: " .. helper.outcome(ours.receive, ours)) end)
