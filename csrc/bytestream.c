@@ -80,6 +80,7 @@ struct conn {
   int shared_flags;       /* its file status flags before, restored */
   unsigned char closing;  /* its handles are being closed */
   unsigned char lingering;
+  unsigned char reset; /* a TCP connection closes with RST, not FIN */
 };
 
 struct stream {
@@ -90,8 +91,9 @@ struct stream {
   struct waitq flushers; /* tasks waiting for the queue to empty */
   char *buf;             /* read-ahead: bytes [start, start + len) */
   size_t start, len, cap;
-  size_t scanned; /* bytes searched for a delimiter in vain */
-  size_t wanted;  /* bytes a waiting reader needs buffered */
+  size_t scanned;           /* bytes searched for a delimiter in vain */
+  size_t wanted;            /* bytes a waiting reader needs buffered */
+  unsigned char reader_due; /* input woke the reader, which has not read */
   lua_Integer read_ahead, high_water;
   double linger;
   lua_Integer sent, received;
@@ -175,13 +177,19 @@ static void close_conn (struct conn *conn) {
     free(conn);
     return;
   }
-  uv_close(&conn->h.handle, free_conn);
+  /* uv_tcp_close_reset refuses a connection that sent EOF: it closes with
+     the FIN already sent */
+  if (!conn->reset || conn->h.handle.type != UV_TCP ||
+      uv_tcp_close_reset(&conn->h.tcp, free_conn) < 0)
+    uv_close(&conn->h.handle, free_conn);
   if (conn->lingering)
     uv_close((uv_handle_t *)&conn->linger, free_conn);
 }
 
 static void on_linger (uv_timer_t *t) {
-  close_conn(t->data);
+  struct conn *conn = t->data;
+  conn->reset = 1; /* the peer learns that queued data was lost */
+  close_conn(conn);
 }
 
 /* The Lua side let go: the queued bytes go out for at most 'linger' seconds,
@@ -282,8 +290,10 @@ void tether__streams_stop (struct ctx *c) {
     queue_remove(&conn->node);
     if (conn->owner != NULL)
       close_stream(conn->owner, 1); /* closes the connection too */
-    else
-      close_conn(conn); /* lingering */
+    else {
+      conn->reset = 1; /* lingering: its queued data is lost */
+      close_conn(conn);
+    }
   }
 }
 
@@ -379,10 +389,11 @@ static void on_read (uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0) {
     size_t limit =
         s->wanted > (size_t)s->read_ahead ? s->wanted : (size_t)s->read_ahead;
-    /* A reader is waiting and takes these bytes next: one more read does
-       not pause reading only to resume it right after (an epoll_ctl each
-       way for every message larger than read_ahead). */
-    if (s->reader.count > 0)
+    /* A reader is waiting, or was woken by this burst of reads and has not
+       run yet, and takes these bytes next: one more read does not pause
+       reading only to resume it right after (an epoll_ctl each way for
+       every message larger than read_ahead). */
+    if (s->reader.count > 0 || s->reader_due)
       limit += READ_CHUNK;
     s->len += (size_t)nread;
     s->received += nread;
@@ -393,6 +404,8 @@ static void on_read (uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
     s->read_error = (int)nread;
     pause_reading(s);
   }
+  if (s->reader.count > 0)
+    s->reader_due = 1;
   wake_first(&s->reader);
 }
 
@@ -636,6 +649,7 @@ static int try_read (lua_State *L, struct stream *s, enum read_op op) {
   int at_end = 0, ok, nformats = 0, i;
   size_t off = 0;
   s->wanted = 0;
+  s->reader_due = 0;
   for (;;) {
     memset(r, 0, sizeof *r);
     switch (op) {
@@ -919,6 +933,15 @@ static int stream_unread (lua_State *L) {
 ** Writing
 ** ===================================================================== */
 
+/* The error a failed write leaves: once the peer reset the connection, the
+   kernel reports a later write as EPIPE (the read that met the reset took
+   ECONNRESET), yet the reset is what broke the stream. */
+static int write_failure (const struct stream *s, int err) {
+  if (err == UV_EPIPE && s->read_error == UV_ECONNRESET)
+    return UV_ECONNRESET;
+  return err;
+}
+
 static void on_write (uv_write_t *req, int status) {
   struct write_req *w = (struct write_req *)req;
   struct conn *conn = req->handle->data;
@@ -934,7 +957,7 @@ static void on_write (uv_write_t *req, int status) {
   if (status == 0)
     s->sent += (lua_Integer)len;
   else if (s->write_error == 0 && status != UV_ECANCELED)
-    s->write_error = status;
+    s->write_error = write_failure(s, status);
   wake_writers(s);
 }
 
@@ -974,7 +997,7 @@ static void write_file (lua_State *L, struct stream *s, uv_buf_t *bufs,
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0) {
-        s->write_error = uv_translate_sys_error(errno);
+        s->write_error = write_failure(s, uv_translate_sys_error(errno));
         tether__raise_uv(L, s->ctx, s->write_error, fname, "write");
       }
       done += (size_t)n;
@@ -1021,8 +1044,8 @@ static void commit (lua_State *L, struct stream *s, int idx, int npieces,
     if (err >= 0)
       written = (size_t)err;
     else if (err != UV_EAGAIN) {
-      s->write_error = err;
-      tether__raise_uv(L, s->ctx, err, fname, "write");
+      s->write_error = write_failure(s, err);
+      tether__raise_uv(L, s->ctx, s->write_error, fname, "write");
     }
   }
   s->sent += (lua_Integer)written;
@@ -1046,8 +1069,8 @@ static void commit (lua_State *L, struct stream *s, int idx, int npieces,
   err = uv_write(&w->req, &conn->h.stream, bufs, 1, on_write);
   if (err < 0) {
     free(w);
-    s->write_error = err;
-    tether__raise_uv(L, s->ctx, err, fname, "write");
+    s->write_error = write_failure(s, err);
+    tether__raise_uv(L, s->ctx, s->write_error, fname, "write");
   }
   conn->queued += rest;
 }
@@ -1205,9 +1228,12 @@ static int stream_close (lua_State *L) {
   return 0;
 }
 
-/* s:abort(): drops the queued data and closes at once */
+/* s:abort(): drops the queued data and resets the connection */
 static int stream_abort (lua_State *L) {
-  close_stream(check_stream(L, CTX(L), "stream:abort"), 1);
+  struct stream *s = check_stream(L, CTX(L), "stream:abort");
+  if (s->conn != NULL)
+    s->conn->reset = 1;
+  close_stream(s, 1);
   return 0;
 }
 

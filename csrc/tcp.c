@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -215,8 +216,10 @@ static void on_lookup (uv_getaddrinfo_t *req, int status,
    userdata). */
 #define LOOKUP_REQ 5
 
-/* [-0, +1, m] the lookup's addresses, without duplicates. */
-static void push_addresses (lua_State *L, const struct addrinfo *res) {
+/* [-1, +1, m] the addresses of the lookup result (a light userdata), as a
+   list; a protected call. */
+static int push_addresses (lua_State *L) {
+  const struct addrinfo *res = lua_touserdata(L, 1);
   int n = 0;
   lua_newtable(L);
   for (; res != NULL; res = res->ai_next) {
@@ -225,6 +228,7 @@ static void push_addresses (lua_State *L, const struct addrinfo *res) {
     tether__push_address(L, res->ai_addr);
     lua_rawseti(L, -2, ++n);
   }
+  return 1;
 }
 
 static int lookup_k (lua_State *L, int status, lua_KContext k) {
@@ -245,11 +249,15 @@ static int lookup_k (lua_State *L, int status, lua_KContext k) {
     return tether__raise_uv(L, TASK_CTX(t), err, "tether.getaddrinfo",
                             "getaddrinfo");
   }
-  lua_pushlightuserdata(L, NULL); /* the result is freed below: */
-  lua_replace(L, LOOKUP_REQ);     /* a memory error must not see it twice */
-  push_addresses(L, q->result);
+  lua_pushlightuserdata(L, NULL); /* freed below, whatever happens */
+  lua_replace(L, LOOKUP_REQ);
+  lua_pushcfunction(L, push_addresses);
+  lua_pushlightuserdata(L, q->result);
+  status = lua_pcall(L, 1, 1, 0); /* a memory error must not leak 'q' */
   uv_freeaddrinfo(q->result);
   free(q);
+  if (status != LUA_OK)
+    return lua_error(L);
   return 1;
 }
 
@@ -276,6 +284,7 @@ static int core_getaddrinfo (lua_State *L) {
   struct lookup *q;
   struct task *t;
   const char *family;
+  char service[8];
   int err, port;
   lua_settop(L, 4);
   if (lua_type(L, 1) != LUA_TSTRING && !lua_isnil(L, 1))
@@ -305,16 +314,15 @@ static int core_getaddrinfo (lua_State *L) {
     lua_rawseti(L, -2, 1);
     return 1;
   }
+  snprintf(service, sizeof service, "%d", port); /* Lua would allocate */
   q = calloc(1, sizeof *q);
   if (q == NULL)
     return luaL_error(L, "not enough memory");
   tether__request_init(&q->wait);
   q->wait.waiting.what = "DNS lookup (getaddrinfo)";
   lua_pushlightuserdata(L, q);
-  lua_pushinteger(L, port);
-  err = uv_getaddrinfo(c->loop, &q->req, on_lookup, lua_tostring(L, 1),
-                       lua_tostring(L, -1), &hints);
-  lua_pop(L, 1);
+  err = uv_getaddrinfo(c->loop, &q->req, on_lookup, lua_tostring(L, 1), service,
+                       &hints);
   if (err < 0) {
     free(q);
     return tether__raise_uv(L, c, err, fname, "getaddrinfo");

@@ -144,9 +144,15 @@ static void on_recv (uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     wake_receiver(u);
     return;
   }
-  if (u->queued >= u->queue_max || (flags & UV_UDP_PARTIAL) ||
-      (d = malloc(sizeof *d + (size_t)nread)) == NULL) {
+  if (u->queued >= u->queue_max || (flags & UV_UDP_PARTIAL)) {
     u->dropped++;
+    return;
+  }
+  d = malloc(sizeof *d + (size_t)nread);
+  if (d == NULL) { /* dropped too, and the receiver learns why */
+    u->dropped++;
+    u->recv_error = UV_ENOMEM;
+    wake_receiver(u);
     return;
   }
   d->next = NULL;
@@ -507,10 +513,10 @@ static int send_call (lua_State *L) {
     return tether__fname_error(L, fname,
                                "host and port required (the socket is not "
                                "connected)");
-  else
-    check_address(L, 3, 4, u->family, fname, &sa);
   if (u->closed)
     return tether__raise(L, c, ERROR_CLOSED, fname, "the socket is closed");
+  if (!u->connected)
+    check_address(L, 3, 4, u->family, fname, &sa);
   t = tether__check_task(L, c, fname);
   if (t->scope->effective)
     return tether__reschedule(L, t, 0, send_k);
@@ -564,9 +570,9 @@ static int udp_connect (lua_State *L) {
   struct sockaddr_storage sa;
   int err;
   lua_settop(L, 3);
-  check_address(L, 2, 3, u->family, fname, &sa);
   if (u->closed)
     return tether__raise(L, c, ERROR_CLOSED, fname, "the socket is closed");
+  check_address(L, 2, 3, u->family, fname, &sa);
   if (u->connected)
     return tether__fname_error(L, fname, "the socket is already connected");
   err = uv_udp_connect(&u->sock->handle, (struct sockaddr *)&sa);
@@ -631,4 +637,6 @@ void tether__open_udp (lua_State *L, struct ctx *c) {
                                              metamethods, udp__index};
   tether__add_functions(L, funcs);
   tether__add_class(L, c, &udp_class, 0);
+  tether__push_methods(L, c, CLASS_UDP); /* the facade resolves names */
+  lua_setfield(L, -2, "udp_methods");
 }

@@ -562,17 +562,20 @@
 
 --- A UDP socket, bound at once and receiving from then on: datagrams are
 -- queued as they arrive, up to `opts.queue`; further ones, while nobody reads,
--- are dropped and counted in `UdpSocket.dropped`. Hosts are numeric
--- addresses (resolve names with `getaddrinfo`).
+-- are dropped and counted in `UdpSocket.dropped`. A host may be a name: it
+-- is looked up first (off the loop; a checkpoint, and a cancelled lookup
+-- did nothing) and its first address of the socket's family is used.
 -- @function open_udp
--- @tparam[opt] table opts `host` (the address to bind; default any address
--- of the family), `port` (default 0: any free port), `family` (`"inet"` or
--- `"inet6"`; default `"inet6"` for an IPv6 `host`, else `"inet"`),
+-- @tparam[opt] table opts `host` (the address or name to bind; default any
+-- address of the family), `port` (default 0: any free port), `family`
+-- (`"inet"` or `"inet6"`; default `"inet6"` for an IPv6 `host`, else
+-- `"inet"`, names included),
 -- `reuse_addr` (boolean), `broadcast` (boolean: may send to broadcast
 -- addresses), `queue` (datagrams kept while nobody reads, default 256)
 -- @treturn UdpSocket
--- @raise `OSError` (`op = "bind"`, e.g. `EADDRINUSE`); misuse errors for bad
--- options, or outside `tether.run`
+-- @raise `OSError` (`op = "bind"`, e.g. `EADDRINUSE`; `op = "getaddrinfo"`
+-- with the name as `target` when it has no address of the family); misuse
+-- errors for bad options, or outside `tether.run`
 -- @usage
 -- local u <close> = tether.open_udp { host = "127.0.0.1" }
 -- u:send("ping", "127.0.0.1", 9999)
@@ -1418,9 +1421,11 @@
 -- is raised by the next send.
 -- @function UdpSocket:send
 -- @tparam string data at most 65488 bytes
--- @tparam[opt] string host a numeric address of the socket's family
+-- @tparam[opt] string host an address of the socket's family, or a name
+-- (looked up each time: see `open_udp`)
 -- @tparam[opt] integer port
--- @raise `ClosedResourceError`; `OSError` (`op = "send"`); `Cancelled`
+-- @raise `ClosedResourceError`; `OSError` (`op = "send"`, or `op =
+-- "getaddrinfo"` for a name); `Cancelled`
 
 --- The next datagram. A checkpoint; a cancelled receive leaves the datagram
 -- queued for the next one.
@@ -1434,11 +1439,13 @@
 
 --- Connects the socket to one peer: then `send(data)` goes there and
 -- `receive` returns only its datagrams (queued ones from others are
--- discarded). Not a checkpoint; once only.
+-- discarded). Once only. Not a checkpoint for an address; a name is looked
+-- up first (a checkpoint: a cancelled lookup connected nothing).
 -- @function UdpSocket:connect
--- @tparam string host a numeric address of the socket's family
+-- @tparam string host an address of the socket's family, or a name
 -- @tparam integer port
--- @raise `OSError` (`op = "connect"`)
+-- @raise `ClosedResourceError`; `OSError` (`op = "connect"`, or `op =
+-- "getaddrinfo"` for a name); `Cancelled` (while looking a name up)
 
 --- Closes the socket, dropping what is queued. Idempotent, not a
 -- checkpoint; a blocked `receive` or `send` raises `ClosedResourceError`.

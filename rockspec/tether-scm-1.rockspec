@@ -88,6 +88,7 @@ build = {
     ["tether.tasktree"] = "lua/tether/tasktree.lua",
     ["tether.coroutine"] = "lua/tether/coroutine.lua",
     ["tether.callback"] = "lua/tether/callback.lua",
+    ["tether.udp"] = "lua/tether/udp.lua",
   },
 }
 

@@ -50,7 +50,7 @@ describe("memory exhaustion", function()
   end)
 
   for _, name in ipairs { "open", "groups", "sync", "signal", "attached", "streams", "files",
-                          "coroutine" } do
+                          "coroutine", "unix", "udp" } do
     it("spec/support/oom_programs/" .. name .. ".lua: any allocation may fail, and "
        .. "nothing is lost, leaked or left changed", function()
       local out, status = sweep(("--modes twice,from --stride %d %s"):format(

@@ -5,6 +5,12 @@
 local tether = require "tether"
 local helper = require "spec.helper"
 
+do
+  local before, after = helper.descriptor_check("the standard stream specs")
+  setup(before)
+  teardown(after)
+end
+
 -- Runs `code` in a child lua5.4 with the shell redirections `redirect` (e.g.
 -- "< in.txt"); returns its output (stdout and stderr) and exit status.
 local function child(code, redirect)

@@ -187,8 +187,6 @@ describe("UDP sockets", function()
       helper.misuse("^tether.open_udp: opts.queue must be", tether.open_udp, { queue = 0 })
       helper.misuse("^tether.open_udp: opts.reuse_addr must be a boolean", tether.open_udp,
         { reuse_addr = 1 })
-      helper.misuse("^tether.open_udp: host must be a numeric IPv4 address", tether.open_udp,
-        { host = "localhost" })
       local a <close> = tether.open_udp { host = "127.0.0.1" }
       helper.misuse("^udp:send: data must be a string", a.send, a, 1, "127.0.0.1", 9)
       helper.misuse("^udp:send: host and port required", a.send, a, "x")
@@ -210,6 +208,72 @@ describe("UDP sockets", function()
         { host = "127.0.0.1", port = a.local_address.port })
       assert.is_true(tether.is(err, tether.OSError))
       assert.equal("EADDRINUSE", err.code)
+    end)
+  end)
+end)
+
+describe("UDP sockets and host names", function()
+  it("bind a name's first IPv4 address by default", function()
+    helper.run(function()
+      local a <close> = tether.open_udp { host = "localhost" }
+      assert.same({ host = "127.0.0.1", port = a.local_address.port, family = "inet" },
+        a.local_address)
+    end)
+  end)
+
+  it("send to a name, and connect to one", function()
+    helper.run(function()
+      local a <close>, b = pair()
+      local _ <close> = b
+      b:send("by name", "localhost", a.local_address.port)
+      assert.same({ "by name", "127.0.0.1", b.local_address.port }, { a:receive() })
+      a:connect("localhost", b.local_address.port)
+      a:send("connected by name")
+      assert.same({ "connected by name", "127.0.0.1", a.local_address.port }, { b:receive() })
+    end)
+  end)
+
+  it("bind, send to and connect to a name's IPv6 address when it has one", function()
+    helper.run(function()
+      local ok, found = pcall(tether.getaddrinfo, "localhost", 1, "inet6")
+      if not ok or found[1].host ~= "::1" then return end -- no ::1 for localhost here
+      local a <close> = tether.open_udp { host = "localhost", family = "inet6" }
+      local b <close> = tether.open_udp { host = "::1" }
+      assert.equal("::1", a.local_address.host)
+      b:send("six", "localhost", a.local_address.port)
+      assert.same({ "six", "::1", b.local_address.port }, { a:receive() })
+      a:connect("localhost", b.local_address.port)
+      a:send("six back")
+      assert.same({ "six back", "::1", a.local_address.port }, { b:receive() })
+    end)
+  end)
+
+  it("look a name up cancellably: a cancelled send sent nothing, a cancelled connect " ..
+     "connected nothing", function()
+    helper.run(function()
+      local a <close>, b = pair()
+      local _ <close> = b
+      local port = a.local_address.port
+      assert.equal("Cancelled",
+        helper.outcome_when_cancelled(function() b:send("lost", "localhost", port) end))
+      assert.equal("Cancelled",
+        helper.outcome_when_cancelled(function() b:connect("localhost", port) end))
+      b:send("kept", "127.0.0.1", port)   -- not connected: a host is still taken
+      assert.same({ "kept", "127.0.0.1", b.local_address.port }, { a:receive() })
+      assert.equal(0, a.dropped)
+    end)
+  end)
+
+  it("reject bad input with errors naming the function, before any lookup", function()
+    helper.run(function()
+      local a <close> = tether.open_udp { host = "127.0.0.1" }
+      helper.misuse("^udp:send: port must be", a.send, a, "x", "localhost", 70000)
+      helper.misuse("^udp:send: data must be a string", a.send, a, {}, "localhost", 9)
+      helper.misuse("^udp:connect: port must be", a.connect, a, "localhost", "x")
+      helper.misuse("^udp:send: expected a tether.UdpSocket", a.send, {}, "x", "localhost", 9)
+      a:close()
+      helper.raises("ClosedResourceError", a.send, a, "x", "localhost", 9)
+      helper.raises("ClosedResourceError", a.connect, a, "localhost", 9)
     end)
   end)
 end)

@@ -140,6 +140,51 @@ s.close()
   end)
 end)
 
+describe("half-close and reset", function()
+  -- A connection over a socket file: our stream and the peer's, closed when body returns.
+  local function connection(body)
+    return function()
+      local path = path_of("pair.sock")
+      local l <close> = tether.listen_unix(path)
+      local ours <close> = tether.connect_unix(path)
+      local peer <close> = l:accept()
+      return body(ours, peer)
+    end
+  end
+
+  it("after the peer's send_eof our input ends, and our replies still reach the peer",
+    function()
+      helper.run(connection(function(ours, peer)
+        peer:send("one\ntwo\n")
+        peer:send_eof()
+        local requests = {}
+        for line in ours:lines() do requests[#requests + 1] = line end
+        assert.same({ "one", "two" }, requests)
+        for _, line in ipairs(requests) do ours:send(line .. " done\n") end
+        ours:send_eof()
+        assert.equal("one done\ntwo done\n", peer:read_all())
+      end))
+    end)
+
+  it("a peer that closes with our data unread breaks the stream: receive and send " ..
+     "raise BrokenResourceError ECONNRESET", function()
+    helper.run(connection(function(ours, peer)
+      peer:set_option("read_ahead", 1)
+      ours:send(string.rep("x", 1024 * 1024))
+      assert.equal("x", peer:receive(1))
+      peer:close()
+      for _, call in ipairs {
+        function() while true do ours:receive() end end,
+        function() ours:send("late") end,
+      } do
+        local err = helper.error_of(call)
+        assert.is_true(tether.is(err, tether.BrokenResourceError), tostring(err))
+        assert.equal("ECONNRESET", err.code)
+      end
+    end))
+  end)
+end)
+
 describe("listen_unix", function()
   it("sets the socket file's permissions from opts.mode", function()
     local path = path_of("mode.sock")

@@ -15,6 +15,7 @@ local process = require "tether.process"
 local fs = require "tether.fs"
 local tasktree = require "tether.tasktree"
 local callback = require "tether.callback"
+local udp = require "tether.udp"
 
 local tether = {
   _VERSION = core._VERSION,
@@ -36,7 +37,7 @@ for _, name in ipairs {
   "task_group", "CancelScope", "move_on_after", "move_on_at", "fail_after",
   "fail_at", "current_effective_deadline", "open_signal_receiver", "kill",
   "getpid", "signal_name", "Event", "create_memory_object_stream",
-  "socketpair", "open_pipe", "getaddrinfo", "getnameinfo", "open_udp",
+  "socketpair", "open_pipe", "getaddrinfo", "getnameinfo",
   "wrap_fd", "stdin", "stdout",
   "stderr",
   "run_with", "MockClock",
@@ -62,6 +63,10 @@ end
 
 for _, name in ipairs { "task_tree", "format_task_tree" } do
   tether[name] = tasktree[name]
+end
+
+for _, name in ipairs { "open_udp" } do
+  tether[name] = udp[name]
 end
 
 -- Signal numbers of this platform: tether.SIGTERM, tether.SIGINT, ...
