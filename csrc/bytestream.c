@@ -306,16 +306,19 @@ void tether__streams_stop (struct ctx *c) {
 static void on_alloc (uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read (uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
 
+/* Reading from the OS pauses once this much is buffered: read_ahead, or
+   more for a read waiting for more (read_exactly(n) with n > read_ahead). */
+static size_t read_limit (const struct stream *s) {
+  return s->wanted > (size_t)s->read_ahead ? s->wanted : (size_t)s->read_ahead;
+}
+
 /* Reads from the OS unless enough is buffered and nobody needs more. */
 static void resume_reading (struct stream *s) {
-  size_t limit = (size_t)s->read_ahead;
   int err;
   if (s->reading || s->conn == NULL || !s->readable || s->read_error != 0 ||
       s->conn->file_fd >= 0) /* a regular file is read on demand */
     return;
-  if (s->wanted > limit)
-    limit = s->wanted;
-  if (s->len >= limit)
+  if (s->len >= read_limit(s))
     return;
   err = uv_read_start(&s->conn->h.stream, on_alloc, on_read);
   if (err < 0)
@@ -353,12 +356,19 @@ static int reserve (struct stream *s, size_t n) {
   return 1;
 }
 
+/* The most a stream buffers from the OS: one read past its limit, however
+   the reads fall. */
+static size_t read_ceiling (const struct stream *s) {
+  return read_limit(s) + READ_CHUNK;
+}
+
 /* libuv asks for memory before each read: with nothing buffered, the
    context's scratch block (on_read copies out what arrived), else room at
-   the end of the buffer. */
+   the end of the buffer; never more than the ceiling leaves room for. */
 static void on_alloc (uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   struct conn *conn = h->data;
   struct stream *s = conn->owner;
+  size_t most;
   (void)suggested;
   buf->base = NULL;
   buf->len = 0;
@@ -371,8 +381,9 @@ static void on_alloc (uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   }
   else if (reserve(s, READ_CHUNK))
     buf->base = s->buf + s->start + s->len;
-  if (buf->base != NULL)
-    buf->len = READ_CHUNK;
+  most = read_ceiling(s) > s->len ? read_ceiling(s) - s->len : 0;
+  if (buf->base != NULL) /* (bytes given back with unread may pass it) */
+    buf->len = most > 0 && most < READ_CHUNK ? most : READ_CHUNK;
 }
 
 static void on_read (uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
@@ -387,14 +398,14 @@ static void on_read (uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
       memcpy(s->buf + s->start + s->len, buf->base, (size_t)nread);
   }
   if (nread > 0) {
-    size_t limit =
-        s->wanted > (size_t)s->read_ahead ? s->wanted : (size_t)s->read_ahead;
+    size_t limit = read_limit(s);
     /* A reader is waiting, or was woken by this burst of reads and has not
-       run yet, and takes these bytes next: one more read does not pause
-       reading only to resume it right after (an epoll_ctl each way for
-       every message larger than read_ahead). */
+       run yet, and takes these bytes next: reading goes on up to the
+       ceiling (on_alloc keeps it there) rather than pausing only to resume
+       right after (an epoll_ctl each way for every message larger than
+       read_ahead). */
     if (s->reader.count > 0 || s->reader_due)
-      limit += READ_CHUNK;
+      limit = read_ceiling(s);
     s->len += (size_t)nread;
     s->received += nread;
     if (s->len >= limit)

@@ -787,6 +787,25 @@ describe("backpressure", function()
     end)
   end)
 
+  it("buffers at most one read past read_ahead while a reader waits", function()
+    run_on_socketpair(function(a, b)
+      b:set_option("read_ahead", KiB)
+      local line
+      tether.task_group(function(tg)
+        tg:start_soon(function() line = b:read_until("\n", 4 * KiB * KiB) end)
+        tg:start_soon(function()
+          local piece = ("x"):rep(1000) -- no delimiter yet: the reader keeps waiting
+          for _ = 1, 1000 do a:send(piece) end
+        end)
+        tether.wait_all_tasks_blocked() -- the writer is stuck: the reader stopped reading
+        assert.is_true(stats_of(b).read_buffer <= KiB + DEFAULT_SIZE,
+          ("read past read_ahead by more than one read: %d"):format(stats_of(b).read_buffer))
+        tg.cancel_scope:cancel()
+      end)
+      assert.is_nil(line)
+    end)
+  end)
+
   each_pair("a read that needs more than read_ahead still gets it", function(r, w)
     r:set_option("read_ahead", KiB)
     local part = pattern(100 * KiB)

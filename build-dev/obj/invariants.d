@@ -1,0 +1,1 @@
+build-dev/obj/invariants.o: csrc/invariants.c
