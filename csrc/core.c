@@ -207,7 +207,8 @@ TETHER_API int luaopen_tether_core (lua_State *L) {
       tether__open_scope,      tether__open_group,    tether__open_signal,
       tether__open_park,       tether__open_event,    tether__open_stream,
       tether__open_bytestream, tether__open_listener, tether__open_tcp,
-      tether__open_unix,       tether__open_stdio,    tether__open_udp};
+      tether__open_unix,       tether__open_stdio,    tether__open_udp,
+      tether__open_to_thread};
   struct ctx *c;
   size_t i;
   luaL_checkversion(L);

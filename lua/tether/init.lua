@@ -8,6 +8,7 @@ local core = require "tether.core"
 local errors = require "tether.errors"
 local sync = require "tether.sync"
 local net = require "tether.net"
+local worker = require "tether.worker"
 
 local tether = {
   _VERSION = core._VERSION,
@@ -43,6 +44,10 @@ for _, name in ipairs {
 } do
   tether[name] = net[name]
 end
+
+tether.to_thread = worker.to_thread
+tether.worker = { expose = worker.expose, call = worker.call,
+  check_cancelled = worker.check_cancelled }
 
 -- Signal numbers of this platform: tether.SIGTERM, tether.SIGINT, ...
 for name, value in pairs(core) do
