@@ -304,6 +304,8 @@ static int core_worker_reply (lua_State *L) {
   tether__pack(L, 3, lua_gettop(L) - 2, &j->call, "tether.worker.call",
                "result", 1);
   j->seen = SEEN_NOTHING;
+  if (status == REPLY_CANCELLED) /* the caller is cancelled: so is the job */
+    tether__pool_interrupt(j->pool, j);
   tether__pool_reply(j->pool, j, (enum reply_status)status);
   return 0;
 }

@@ -370,11 +370,10 @@ void tether__worker_run (struct worker *w, struct job *j) {
   else if (is_cancelled_value(L, -1) && job_cancelled(j))
     j->outcome = OUTCOME_CANCELLED;
   else {
-    if (is_cancelled_value(L, -1)) { /* raised by the function itself */
-      lua_pushcfunction(L, worker_msgh);
-      lua_insert(L, -2);
-      if (lua_pcall(L, 1, 1, 0) != LUA_OK)
-        tether__buffer_free(&j->results);
+    if (is_cancelled_value(L, -1)) { /* its caller was not cancelled */
+      lua_pop(L, 1);
+      lua_pushliteral(L, "the worker raised tether.Cancelled, but the caller "
+                         "of tether.to_thread was not cancelled");
     }
     lua_pushcfunction(L, pack_error);
     lua_pushlightuserdata(L, j);

@@ -298,7 +298,8 @@ describe("tether.to_thread", function()
     end)
     core.worker_idle_seconds(old)
     assert.equal(base_threads, thread_count())
-    assert.is_true(after - before < 2048,
+    -- (The sanitizers and valgrind keep freed memory in quarantine.)
+    assert.is_true(helper.time_scale > 1 or after - before < 2048,
       ("RSS grew by %d KiB over 10 000 calls"):format(after - before))
   end)
 end)
