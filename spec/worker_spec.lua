@@ -267,7 +267,7 @@ describe("tether.to_thread", function()
     assert.equal(1, most)
   end)
 
-  it("leaves no thread, state or memory behind after 10 000 small calls", function()
+  it("leaves no thread, state or memory behind after 10 000 small calls #burst", function()
     local base_threads = thread_count()
     local before, after
     local old = core.worker_idle_seconds()
