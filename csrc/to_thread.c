@@ -189,6 +189,17 @@ static int core_worker_start (lua_State *L) {
   return 0;
 }
 
+/* Its caller leaves 'j' (cancelled under "abandon", or failed): a pending
+   call is refused, the worker is told, and the token goes when it ends. */
+static void leave (struct job *j) {
+  j->abandoned = 1;
+  tether__pool_interrupt(j->pool, j);
+  if (j->seen == SEEN_CALL) {
+    j->seen = SEEN_NOTHING;
+    tether__pool_reply(j->pool, j, REPLY_CANCELLED);
+  }
+}
+
 /* Cancellation reached the task waiting for a job (see the top). */
 static int job_abort (struct task *t) {
   struct job *j = t->wait_data;
@@ -197,7 +208,7 @@ static int job_abort (struct task *t) {
     return 0;
   queue_remove(&t->node);
   j->waiting.count--;
-  j->abandoned = 1;
+  leave(j);
   return 1;
 }
 
@@ -307,6 +318,14 @@ static int core_worker_reply (lua_State *L) {
   if (status == REPLY_CANCELLED) /* the caller is cancelled: so is the job */
     tether__pool_interrupt(j->pool, j);
   tether__pool_reply(j->pool, j, (enum reply_status)status);
+  return 0;
+}
+
+/* core.worker_leave(job): see leave(); allocates nothing. */
+static int core_worker_leave (lua_State *L) {
+  struct job *j = check_job(L);
+  if (j->pool != NULL && j->seen != SEEN_DONE)
+    leave(j);
   return 0;
 }
 
@@ -445,6 +464,17 @@ void tether__workers_stop (struct ctx *c) {
   if (p == NULL)
     return;
   p->stopping = 1;
+  /* A call whose caller was dropped (after a scheduler failure) is
+     refused. */
+  lua_rawgeti(c->L, LUA_REGISTRYINDEX, p->jobs_ref);
+  lua_pushnil(c->L);
+  while (lua_next(c->L, -2)) {
+    struct job *j = lua_touserdata(c->L, -1);
+    if (j->seen == SEEN_CALL)
+      leave(j);
+    lua_pop(c->L, 1);
+  }
+  lua_pop(c->L, 1);
   for (;;) {
     queue_init(&list);
     tether__pool_take_done(p, &list, 1);
@@ -468,6 +498,7 @@ void tether__open_to_thread (lua_State *L, struct ctx *c) {
       {"worker_call_args", core_worker_call_args},
       {"worker_reply", core_worker_reply},
       {"worker_reply_nomem", core_worker_reply_nomem},
+      {"worker_leave", core_worker_leave},
       {"worker_exposed", core_worker_exposed},
       {"worker_set_reaper", core_worker_set_reaper},
       {"worker_threads", core_worker_threads},

@@ -487,9 +487,10 @@ local token_of = setmetatable({}, { __mode = "k" })
 --- Moves the running task's token of `limiter` to `holder` (a worker job
 -- whose caller left); `release_token_of(holder)` gives it back.
 function sync.pass_token(limiter, holder)
-  limiter._borrowers[task_id()] = nil
-  limiter._borrowers[holder] = true
+  -- What may fail for want of memory comes first: then nothing changed.
   token_of[holder] = limiter
+  limiter._borrowers[holder] = true
+  limiter._borrowers[task_id()] = nil
 end
 
 --- Releases the token `pass_token` gave to `holder`, if any.

@@ -12,7 +12,7 @@ local new_job, start, wait = core.worker_job, core.worker_start, core.worker_wai
 local finish, cancelled = core.worker_finish, core.worker_cancelled
 local call_args, reply, reply_nomem = core.worker_call_args, core.worker_reply,
   core.worker_reply_nomem
-local exposed = core.worker_exposed
+local exposed, leave = core.worker_exposed, core.worker_leave
 local checkpoint_if_cancelled = core.checkpoint_if_cancelled
 local CapacityLimiter, Cancelled, WorkerError = sync.CapacityLimiter,
   errors.Cancelled, errors.WorkerError
@@ -75,8 +75,10 @@ local function send_results(job, ok, ...)
   local err = ...
   if getmetatable(err) == Cancelled then
     answer(job, "cancelled")
-  else
-    answer(job, "error", err.message, err.traceback)
+  elseif type(err) == "table" and type(err.message) == "string" then
+    answer(job, "error", err.message, err.traceback or "")
+  else -- the message handler itself failed
+    answer(job, "error", tostring(err), "")
   end
 end
 
@@ -110,18 +112,13 @@ local function run(limiter, mode, job)
     limiter:release()
     error(err, 0)
   end
-  if mode == "abandon" then
-    ok, err = pcall(wait_for, job)
-    if not ok then
-      if getmetatable(err) == Cancelled then
-        sync.pass_token(limiter, job)
-      else
-        limiter:release()
-      end
-      error(err, 0)
-    end
-  else
-    wait_for(job)
+  -- Under "abandon", a cancelled wait raises; any mode may fail for want of
+  -- memory. The job is then left running and holds the token until it ends.
+  ok, err = pcall(wait_for, job)
+  if not ok then
+    leave(job)
+    if not pcall(sync.pass_token, limiter, job) then limiter:release() end
+    error(err, 0)
   end
   limiter:release()
   local caller_cancelled, stopped = cancelled(job)
