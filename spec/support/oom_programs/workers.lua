@@ -16,4 +16,3 @@ local result = tether.run(function()
   return t[1] + t[2] + t[3]
 end)
 assert(result == 18, result)
-print("workers: " .. result)
