@@ -224,8 +224,12 @@ local ROWS = {
     t = "tether", key = "ns_per_op", scale = 1e-3, digits = 1, floor_ratio = 1.2 },
   { label = "W12 speed-up of 2 workers over 1, CPU-bound (×)", w = "w12", t = "tether",
     key = "speedup", digits = 2, min = 1.8, tether_only = true },
-  { label = "W12 CPU seconds per wall second with 2 workers", w = "w12", t = "tether",
-    key = "cpu_per_wall", digits = 2, tether_only = true },
+  { label = "W12 CPU seconds per wall second, 1 worker", w = "w12", t = "tether",
+    key = "cpu_per_wall_1", digits = 2, tether_only = true },
+  { label = "W12 CPU seconds per wall second, 2 workers", w = "w12", t = "tether",
+    key = "cpu_per_wall_2", digits = 2, tether_only = true },
+  { label = "W12 CPU seconds, 2 workers ÷ 1 worker", w = "w12", t = "tether",
+    key = "cpu_ratio", digits = 2, tether_only = true },
 }
 
 local function target_text(row)

@@ -2,9 +2,11 @@
 -- work, 2 × K calls of a loop of M iterations (K = 4, M = 2e7 by default), runs
 -- once with a limiter of 1 token (one worker at a time) and once with 2 tokens
 -- (two workers at a time). speedup = wall time with one ÷ wall time with two;
--- cpu_per_wall = process CPU seconds per wall second with two workers (2.0 when
--- both cores were the program's all along; on a shared machine the speed-up can
--- be no higher than this).
+-- cpu_per_wall_1 and cpu_per_wall_2 = process CPU seconds per wall second with
+-- one and with two workers (1.0 and 2.0 when the cores were the program's all
+-- along: on a busy machine the speed-up is bounded by what it gets);
+-- cpu_ratio = CPU seconds with two ÷ with one (near 1: running side by side
+-- costs the workers nothing, whatever the machine's load).
 
 package.path = ((arg[0]:match("^(.*)[/\\]") or ".") .. "/?.lua;") .. package.path
 local common = require "common"
@@ -22,7 +24,7 @@ local function spin(m)
   return x
 end
 
-local serial, parallel, cpu
+local serial, parallel, cpu1, cpu2, cpu_ratio
 tether.run(function()
   local function timed(tokens)
     local limiter = tether.CapacityLimiter(tokens)
@@ -35,9 +37,12 @@ tether.run(function()
     return tether.current_time() - t0, os.clock() - c0
   end
   timed(2) -- two threads started and warm
-  serial = timed(1)
-  local wall, cpu_seconds = timed(2)
-  parallel, cpu = wall, cpu_seconds / wall
+  local cpu_serial, cpu_parallel
+  serial, cpu_serial = timed(1)
+  parallel, cpu_parallel = timed(2)
+  cpu1, cpu2 = cpu_serial / serial, cpu_parallel / parallel
+  cpu_ratio = cpu_parallel / cpu_serial
 end)
 common.result(W, variant, { { "speedup", serial / parallel }, { "serial_s", serial },
-  { "parallel_s", parallel }, { "cpu_per_wall", cpu } })
+  { "parallel_s", parallel }, { "cpu_per_wall_1", cpu1 }, { "cpu_per_wall_2", cpu2 },
+  { "cpu_ratio", cpu_ratio } })

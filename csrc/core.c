@@ -149,6 +149,7 @@ static int ctx__gc (lua_State *L) {
     tether__close_hub(c); /* an attached host runs its loop to free it */
     uv_mutex_unlock(&c->posts_lock);
   }
+  tether__workers_close(c);
   tether__drop_posts(c);
   uv_mutex_destroy(&c->posts_lock);
   tether__free_records(c);

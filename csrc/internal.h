@@ -606,6 +606,7 @@ TETHER__HIDDEN int tether__unpack (lua_State *L, struct tether_buffer *b);
 /* to_thread.c */
 TETHER__HIDDEN void tether__open_to_thread (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__workers_stop (struct ctx *c);
+TETHER__HIDDEN void tether__workers_close (struct ctx *c);
 
 /* group.c */
 TETHER__HIDDEN void tether__open_group (lua_State *L, struct ctx *c);

@@ -31,8 +31,13 @@ static struct job *check_job (lua_State *L) {
   return luaL_checkudata(L, 1, JOB_MT);
 }
 
+/* A job is collected only after the loop saw it end, or when the state
+   closes (then it is stopped and waited for first). */
 static int job__gc (lua_State *L) {
   struct job *j = check_job(L);
+  if (j->anchored)
+    tether__pool_forget(j->pool, j);
+  j->anchored = 0;
   tether__buffer_free(&j->fn);
   tether__buffer_free(&j->args);
   tether__buffer_free(&j->results);
@@ -484,6 +489,17 @@ void tether__workers_stop (struct ctx *c) {
   }
   luaL_unref(c->L, LUA_REGISTRYINDEX, p->jobs_ref);
   luaL_unref(c->L, LUA_REGISTRYINDEX, p->exposed_ref);
+  c->workers = NULL;
+  tether__pool_end(p);
+}
+
+/* The state closes (lua_close) while a pool is open: every job was stopped
+   by its finalizer already (they run before the context's); the threads
+   end. */
+void tether__workers_close (struct ctx *c) {
+  struct pool *p = c->workers;
+  if (p == NULL)
+    return;
   c->workers = NULL;
   tether__pool_end(p);
 }

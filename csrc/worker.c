@@ -99,6 +99,34 @@ void tether__pool_reply (struct pool *p, struct job *j,
   uv_mutex_unlock(&p->lock);
 }
 
+/*
+** The state is closing with 'j' still out (lua_close without the end of the
+** run or tether_shutdown): stops it, refusing its calls, and waits until
+** its worker has let go of it, so that its memory can go.
+*/
+void tether__pool_forget (struct pool *p, struct job *j) {
+  uv_mutex_lock(&p->lock);
+  __atomic_store_n(&j->cancel, 1, __ATOMIC_RELEASE);
+  if (j->mode == CANCEL_INTERRUPT && j->state == JOB_RUNNING)
+    tether__worker_interrupt(j->worker->L);
+  for (;;) {
+    if (j->state == JOB_CALLING) { /* nobody will answer but us */
+      queue_remove(&j->node);      /* from 'done', if it is there */
+      j->reply = REPLY_CANCELLED;
+      j->state = JOB_RUNNING;
+      uv_cond_signal(&j->worker->replied);
+    }
+    if (j->state == JOB_DONE || j->state == JOB_NEW)
+      break;
+    uv_cond_wait(&p->posted, &p->lock);
+  }
+  if (j->state == JOB_DONE) {
+    queue_remove(&j->node);
+    p->njobs--;
+  }
+  uv_mutex_unlock(&p->lock);
+}
+
 /* With the lock held: waits for a job; NULL when the thread should end
    (the pool ends, or it idled for p->idle_ns). */
 static struct job *next_job (struct pool *p) {

@@ -106,6 +106,7 @@ TETHER__HIDDEN struct pool *tether__pool_new (struct ctx *c, uv_loop_t *loop,
                                               uv_async_cb on_async, int *err);
 TETHER__HIDDEN int tether__pool_take_done (struct pool *p, struct queue *into,
                                            int wait);
+TETHER__HIDDEN void tether__pool_forget (struct pool *p, struct job *j);
 TETHER__HIDDEN void tether__pool_end (struct pool *p);
 
 /* worker_state.c */
