@@ -244,6 +244,25 @@ describe("tether.to_thread", function()
     os.remove(done)
   end)
 
+  it("waits for a worker blocked in C after Ctrl+C; a second Ctrl+C ends the process",
+    function()
+      local out, status = helper.run_script([[
+        local tether = require "tether"
+        local ok, err = pcall(tether.run, function()
+          tether.to_thread(function(pid)
+            -- Both SIGINTs arrive while the worker is blocked in C (a read of a
+            -- pipe; not os.execute, whose system() ignores SIGINT meanwhile).
+            local p = io.popen(("exec 2>/dev/null; kill -INT %d; sleep 0.2; "
+              .. "kill -INT %d; sleep 10"):format(pid, pid))
+            p:read("a")
+          end, tether.getpid())
+        end)
+        io.stdout:write("run returned: ", tostring(err), "\n")
+      ]])
+      assert.equal(130, status, out)
+      assert.is_nil(out:find("run returned", 1, true), out)
+    end)
+
   it("runs one worker at a time with a limiter of one token", function()
     local inside, most = 0, 0
     helper.run_within(30, function()
