@@ -22,9 +22,14 @@ static void post_locked (struct pool *p, struct job *j) {
   uv_async_send(p->async);
 }
 
-void tether__pool_post (struct pool *p, struct job *j) {
+/* From w's thread: sends the tether.worker.call of 'j' (its name and
+   arguments in j->call) to the loop, and waits for the reply. */
+void tether__pool_call (struct pool *p, struct worker *w, struct job *j) {
   uv_mutex_lock(&p->lock);
+  j->state = JOB_CALLING;
   post_locked(p, j);
+  while (j->state == JOB_CALLING)
+    uv_cond_wait(&w->replied, &p->lock);
   uv_mutex_unlock(&p->lock);
 }
 

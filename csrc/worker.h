@@ -98,7 +98,8 @@ struct pool {
 
 /* worker.c */
 TETHER__HIDDEN int tether__pool_submit (struct pool *p, struct job *j);
-TETHER__HIDDEN void tether__pool_post (struct pool *p, struct job *j);
+TETHER__HIDDEN void tether__pool_call (struct pool *p, struct worker *w,
+                                       struct job *j);
 TETHER__HIDDEN void tether__pool_interrupt (struct pool *p, struct job *j);
 TETHER__HIDDEN void tether__pool_reply (struct pool *p, struct job *j,
                                         enum reply_status status);

@@ -98,19 +98,11 @@ static int worker_call (lua_State *L) {
   static const char fname[] = "tether.worker.call";
   struct worker *w = this_worker(L);
   struct job *j = w->job;
-  struct pool *p = w->pool;
   int n;
   luaL_checkstring(L, 1);
   tether__buffer_free(&j->call);
   tether__pack(L, 1, lua_gettop(L), &j->call, fname, "argument", 1);
-  uv_mutex_lock(&p->lock);
-  j->state = JOB_CALLING;
-  queue_insert_tail(&p->done, &j->node);
-  uv_cond_signal(&p->posted);
-  uv_async_send(p->async);
-  while (j->state == JOB_CALLING)
-    uv_cond_wait(&w->replied, &p->lock);
-  uv_mutex_unlock(&p->lock);
+  tether__pool_call(w->pool, w, j);
   lua_settop(L, 1);
   switch (j->reply) {
     case REPLY_CANCELLED:

@@ -57,9 +57,13 @@ build = {
         "csrc/stream.c",
         "csrc/task.c",
         "csrc/tcp.c",
+        "csrc/to_thread.c",
+        "csrc/transfer.c",
         "csrc/udp.c",
         "csrc/unix.c",
         "csrc/wait.c",
+        "csrc/worker.c",
+        "csrc/worker_state.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
       incdirs = { "csrc", "$(LIBUV_INCDIR)" },
@@ -70,6 +74,7 @@ build = {
     ["tether.errors"] = "lua/tether/errors.lua",
     ["tether.net"] = "lua/tether/net.lua",
     ["tether.sync"] = "lua/tether/sync.lua",
+    ["tether.worker"] = "lua/tether/worker.lua",
   },
 }
 
