@@ -244,7 +244,7 @@ describe("tether.to_thread", function()
     os.remove(done)
   end)
 
-  it("waits for a worker blocked in C after Ctrl+C; a second Ctrl+C ends the process",
+  it("waits for a worker blocked in C after Ctrl+C; a second Ctrl+C ends the process #ctrl_c",
     function()
       local out, status = helper.run_script([[
         local tether = require "tether"
