@@ -105,8 +105,16 @@ end
 -- core calls this.
 core.worker_set_reaper(sync.release_token_of)
 
+--- Takes a token: at once when one is free (the wait for the worker is the
+-- call's schedule point), else waiting for it. Raises Cancelled first if the
+-- caller is cancelled already.
+local function take_token(limiter)
+  checkpoint_if_cancelled()
+  if not pcall(limiter.acquire_nowait, limiter) then limiter:acquire() end
+end
+
 local function run(limiter, mode, job)
-  limiter:acquire()
+  take_token(limiter)
   local ok, err = pcall(start, job)
   if not ok then
     limiter:release()
