@@ -8,12 +8,17 @@
 ** the 'done' list and wakes the loop through the pool's one async handle.
 */
 
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "worker.h"
 
 static void worker_main (void *arg);
+
+/* How many times an idle worker yields its CPU, looking for a job, before
+   it sleeps on the condition variable. */
+#define SPIN_CHECKS 50
 
 /* With the lock held: sends 'j' to the loop. */
 static void post_locked (struct pool *p, struct job *j) {
@@ -77,6 +82,7 @@ int tether__pool_submit (struct pool *p, struct job *j) {
   if (err == 0) {
     j->state = JOB_QUEUED;
     queue_insert_tail(&p->queue, &j->node);
+    __atomic_store_n(&p->nqueued, p->nqueued + 1, __ATOMIC_RELEASE);
     p->njobs++;
   }
   uv_mutex_unlock(&p->lock);
@@ -136,6 +142,17 @@ void tether__pool_forget (struct pool *p, struct job *j) {
    (the pool ends, or it idled for p->idle_ns). */
 static struct job *next_job (struct pool *p) {
   struct job *j;
+  if (queue_empty(&p->queue) && !p->quit) {
+    /* A program that calls to_thread in a loop sends the next job within
+       microseconds: look for it a little before sleeping. */
+    int i;
+    uv_mutex_unlock(&p->lock);
+    for (i = 0;
+         i < SPIN_CHECKS && !__atomic_load_n(&p->nqueued, __ATOMIC_ACQUIRE);
+         i++)
+      sched_yield();
+    uv_mutex_lock(&p->lock);
+  }
   while (queue_empty(&p->queue) && !p->quit) {
     if (uv_cond_timedwait(&p->work, &p->lock, p->idle_ns) == UV_ETIMEDOUT &&
         queue_empty(&p->queue) && !p->quit) {
@@ -147,6 +164,7 @@ static struct job *next_job (struct pool *p) {
     return NULL;
   j = queue_data(queue_head(&p->queue), struct job, node);
   queue_remove(&j->node);
+  __atomic_store_n(&p->nqueued, p->nqueued - 1, __ATOMIC_RELEASE);
   return j;
 }
 

@@ -88,6 +88,7 @@ struct pool {
   int nthreads;         /* in 'workers' */
   int nidle;            /* idle threads no queued job has claimed */
   int njobs;            /* submitted, not yet seen ending by the loop */
+  int nqueued;          /* jobs in 'queue' (also read without the lock) */
   int quit;             /* the pool ends: idle threads leave */
   uint64_t idle_ns;     /* an idle thread ends after this long */
   char *path, *cpath;   /* the caller's package.path and package.cpath */
