@@ -5,6 +5,7 @@
 #   make demo           install missing Debian packages, build, run examples/demo.sh
 #   make check          specs under ASan+UBSan and under valgrind, plus luacheck and
 #                       the memory-exhaustion sweep (make oom)
+#   make tsan           the worker-thread specs under ThreadSanitizer (also in make check)
 #   make install        PREFIX=/usr/local, DESTDIR= for staged installs
 #   make help           every target
 #
@@ -129,7 +130,7 @@ FORMAT_SRCS   = $(wildcard csrc/*.c csrc/*.h examples/embed/*.c examples/embed/*
 
 .DEFAULT_GOAL := all
 .PHONY: all module staticlib pc deps test check asan asan-test valgrind oom soak demo bench docs \
-        luacheck lint format install uninstall rock rockspec-sources clean help FORCE
+        luacheck lint format install uninstall rock rockspec-sources clean help FORCE tsan
 .DELETE_ON_ERROR:
 
 all: module staticlib pc
@@ -273,7 +274,34 @@ oom: deps
 	done; \
 	if [ $$failed = 0 ]; then echo "make oom: every program passed"; else exit 1; fi
 
-# Runs all four checks, then fails if any of them did.
+# ThreadSanitizer (make tsan): the worker-thread specs against a -fsanitize=thread build
+# of the module, with the runtime preloaded into Debian's lua5.4.  That interpreter is
+# not instrumented: TSan checks tether's C code (the pool, the jobs, the copies) and
+# knows every lock through its pthread interceptors, but does not see the accesses the
+# Lua VM makes to a worker's state.  Left out: the 10 000-call spec (tag burst), which
+# takes minutes under TSan and checks memory (ASan and valgrind cover it), and the
+# second-Ctrl+C spec (tag ctrl_c), whose child dies in TSan's own signal handling.
+TSAN_BUILDDIR   ?= build-tsan
+TSAN_CFLAGS     ?= -g -O1 -fno-omit-frame-pointer -fsanitize=thread
+TSAN_LDFLAGS    ?= -fsanitize=thread
+TSAN_OPTIONS    ?= halt_on_error=1:exitcode=66
+TSAN_TIME_SCALE ?= 10
+TSAN_SPECS      ?= $(sort $(wildcard spec/worker*_spec.lua))
+TSAN_EXCLUDE    ?= burst,ctrl_c
+ifeq ($(origin TSAN_RUNTIME),undefined)
+TSAN_RUNTIME = $(eval TSAN_RUNTIME := $(shell $(CC) -print-file-name=libtsan.so))$(TSAN_RUNTIME)
+endif
+
+tsan: deps
+	@$(MAKE) --no-print-directory BUILDDIR=$(TSAN_BUILDDIR) CFLAGS='$(TSAN_CFLAGS)' \
+	    LDFLAGS='$(TSAN_LDFLAGS)' module
+	@test -f "$(TSAN_RUNTIME)" || { echo "make: $(CC) has no libtsan.so (need gcc)" >&2; exit 1; }
+	@echo "== worker specs under ThreadSanitizer ($(TSAN_BUILDDIR)/tether/core.so)"
+	$(call test_env,$(TSAN_BUILDDIR)) TETHER_TEST_TIME_SCALE=$(TSAN_TIME_SCALE) \
+	TSAN_OPTIONS='$(TSAN_OPTIONS)' \
+	$(call timed,env LD_PRELOAD="$(TSAN_RUNTIME)" $(call busted_cmd,$(TSAN_BUILDDIR)) --exclude-tags=$(TSAN_EXCLUDE) $(TSAN_SPECS),TSan run)
+
+# Runs all five checks, then fails if any of them did.
 check: deps
 	@$(MAKE) --no-print-directory all asan
 	@failed=; \
@@ -281,8 +309,9 @@ check: deps
 	$(MAKE) --no-print-directory asan-test || failed="$$failed ASan+UBSan"; \
 	$(MAKE) --no-print-directory valgrind || failed="$$failed valgrind"; \
 	$(MAKE) --no-print-directory oom || failed="$$failed oom"; \
+	$(MAKE) --no-print-directory tsan || failed="$$failed TSan"; \
 	if [ -n "$$failed" ]; then echo "make check: FAILED:$$failed" >&2; exit 1; fi; \
-	echo "make check: all clean (lint: luacheck, luarocks lint, clang-format; ASan+UBSan; valgrind; oom)"
+	echo "make check: all clean (lint: luacheck, luarocks lint, clang-format; ASan+UBSan; valgrind; oom; TSan)"
 
 # The randomized stress spec at length: STRESS_N programs (default 28000, 20 times the
 # spec's default) from a random seed, printed first; STRESS_SEED=<n> repeats a soak.
@@ -398,13 +427,14 @@ rockspec-sources:
 	@for f in $(SRCS); do printf '        "%s",\n' "$$f"; done
 
 clean:
-	rm -rf '$(BUILDDIR)' '$(ASAN_BUILDDIR)'
+	rm -rf '$(BUILDDIR)' '$(ASAN_BUILDDIR)' '$(TSAN_BUILDDIR)'
 	rm -f csrc/*.o tether/core.so
 	@rmdir tether 2>/dev/null || true
 
 help:
 	@echo "targets: all (default), test, check, demo, deps, install, uninstall, rock, bench,"
-	@echo "         lint, luacheck, format, asan, asan-test, valgrind, oom, rockspec-sources, clean"
+	@echo "         lint, luacheck, format, asan, asan-test, valgrind, oom, tsan, rockspec-sources,"
+	@echo "         clean"
 	@echo "variables: LUA=$(LUA) LUA_PC=$(LUA_PC) PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "           LIBDIR=$(LIBDIR) LUADIR=$(LUADIR) CFLAGS='$(CFLAGS)' WERROR=$(WERROR)"
 

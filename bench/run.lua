@@ -58,6 +58,8 @@ local WORKLOADS = {
     variants = { "tether_big", "io_big", "tether_small", "io_small" } },
   { id = "w14", script = "w14_coroutine.lua",
     variants = { "tether", "tether_deep", "floor", "cqueues" } },
+  { id = "w11", script = "w11_to_thread.lua", variants = { "tether", "floor" } },
+  { id = "w12", script = "w12_parallel.lua", variants = { "tether" } },
 }
 
 local function wanted(id)
@@ -184,7 +186,8 @@ local function cell(s, digits)
 end
 
 -- Rows: the tether variant, the metric, its unit and scale, and the target.
--- Lower is better everywhere. `floor_ratio` is the tether/floor bound,
+-- Lower is better everywhere but where `min` is a lower bound on tether's
+-- median (a speed-up). `floor_ratio` is the tether/floor bound,
 -- `peer_factor` how many times faster than the best peer tether must be,
 -- `max` an absolute bound on tether's median. `floor` names the variant in the
 -- floor column when it is not "floor"; `tether_only` rows measure tether alone
@@ -253,6 +256,16 @@ local ROWS = {
     w = "w14", t = "tether", key = "ns_per_op", digits = 0, floor_ratio = 2 },
   { label = "W14 the same, three coroutines deep (ns)", w = "w14", t = "tether_deep",
     key = "ns_per_op", digits = 0 },
+  { label = "W11 to_thread round trip, floor = luv uv.new_work (µs)", w = "w11",
+    t = "tether", key = "ns_per_op", scale = 1e-3, digits = 1, floor_ratio = 1.2 },
+  { label = "W12 speed-up of 2 workers over 1, CPU-bound (×)", w = "w12", t = "tether",
+    key = "speedup", digits = 2, min = 1.8, tether_only = true },
+  { label = "W12 CPU seconds per wall second, 1 worker", w = "w12", t = "tether",
+    key = "cpu_per_wall_1", digits = 2, tether_only = true },
+  { label = "W12 CPU seconds per wall second, 2 workers", w = "w12", t = "tether",
+    key = "cpu_per_wall_2", digits = 2, tether_only = true },
+  { label = "W12 CPU seconds, 2 workers ÷ 1 worker", w = "w12", t = "tether",
+    key = "cpu_ratio", digits = 2, tether_only = true },
 }
 
 local function target_text(row)
@@ -260,6 +273,7 @@ local function target_text(row)
   if row.floor_ratio then parts[#parts + 1] = ("≤ %g× floor"):format(row.floor_ratio) end
   if row.peer_factor then parts[#parts + 1] = ("≥ %g× best peer"):format(row.peer_factor) end
   if row.max then parts[#parts + 1] = ("≤ %g"):format(row.max) end
+  if row.min then parts[#parts + 1] = ("≥ %g"):format(row.min) end
   return table.concat(parts, ", ")
 end
 
@@ -304,6 +318,7 @@ for _, row in ipairs(ROWS) do
       verdicts[#verdicts + 1] = false
     end
     if row.max then verdicts[#verdicts + 1] = tm ~= nil and tm <= row.max end
+    if row.min then verdicts[#verdicts + 1] = tm ~= nil and tm >= row.min end
     local met = #verdicts > 0
     for _, v in ipairs(verdicts) do met = met and v end
     local verdict = "— (context)"

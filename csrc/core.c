@@ -151,6 +151,7 @@ static int ctx__gc (lua_State *L) {
     tether__close_hub(c); /* an attached host runs its loop to free it */
     uv_mutex_unlock(&c->posts_lock);
   }
+  tether__workers_close(c);
   tether__drop_posts(c);
   uv_mutex_destroy(&c->posts_lock);
   tether__free_records(c);
@@ -216,7 +217,8 @@ TETHER_API int luaopen_tether_core (lua_State *L) {
       tether__open_process,    tether__open_fsreq,     tether__open_file,
       tether__open_fs,         tether__open_wholefile, tether__open_fsdir,
       tether__open_fswatch,    tether__open_clock,     tether__open_tasktree,
-      tether__open_where,      tether__open_uncaught,  tether__open_coroutine};
+      tether__open_where,      tether__open_uncaught,  tether__open_coroutine,
+      tether__open_to_thread};
   struct ctx *c;
   size_t i;
   luaL_checkversion(L);

@@ -362,6 +362,7 @@ TETHER_API int tether_shutdown (lua_State *L) {
     uv_run(c->loop, UV_RUN_ONCE);
   if (c->ntasks > 0)
     abandon(c);
+  tether__workers_stop(c);
   tether__streams_stop(c);
   tether__listeners_stop(c);
   tether__udps_stop(c);

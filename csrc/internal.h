@@ -65,6 +65,7 @@ struct post;
 struct tether_done;
 struct mock_clock;
 
+struct pool;
 struct ctx;
 struct task;
 struct scope;
@@ -356,6 +357,9 @@ struct ctx {
      table of the luv functions it calls */
   struct luv_bridge *luv;
   int luv_ref;
+  struct pool *workers; /* worker threads of this run (NULL until one is
+                           needed) */
+  double worker_idle;   /* seconds an idle worker thread lives */
 };
 
 /* The name table holds, per task slot, the task's name (or the function to
@@ -641,6 +645,24 @@ TETHER__HIDDEN void tether__open_clock (lua_State *L, struct ctx *c);
 /* event.c, stream.c */
 TETHER__HIDDEN void tether__open_event (lua_State *L, struct ctx *c);
 TETHER__HIDDEN void tether__open_stream (lua_State *L, struct ctx *c);
+
+/* A growing byte buffer of transferred values (transfer.c). */
+struct tether_buffer {
+  char *data;
+  size_t len, cap, pos; /* pos: where unpacking reads next */
+};
+
+/* transfer.c */
+TETHER__HIDDEN void tether__buffer_free (struct tether_buffer *b);
+TETHER__HIDDEN void tether__pack (lua_State *L, int first, int n,
+                                  struct tether_buffer *b, const char *fname,
+                                  const char *what, int index0);
+TETHER__HIDDEN int tether__unpack (lua_State *L, struct tether_buffer *b);
+
+/* to_thread.c */
+TETHER__HIDDEN void tether__open_to_thread (lua_State *L, struct ctx *c);
+TETHER__HIDDEN void tether__workers_stop (struct ctx *c);
+TETHER__HIDDEN void tether__workers_close (struct ctx *c);
 
 /* group.c */
 TETHER__HIDDEN void tether__open_group (lua_State *L, struct ctx *c);

@@ -348,6 +348,7 @@ void tether__begin (struct ctx *c) {
 static int end_run (struct ctx *c) {
   int err;
   tether__remove_deadline(c, &c->watchdog);
+  tether__workers_stop(c);
   tether__streams_stop(c);
   tether__listeners_stop(c);
   tether__udps_stop(c);

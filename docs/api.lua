@@ -777,6 +777,90 @@
 -- local err, stat = tether.wait_callback(function(done)
 --   uv.fs_stat("/etc/hosts", done)
 -- end)
+--- Worker threads.
+-- Lua code runs in parallel on a pool of tether's own OS threads (never
+-- libuv's thread pool, which name lookups use), each with a `lua_State` of
+-- its own that lives as long as the thread: the standard libraries, the
+-- caller's `package.path` and `package.cpath`, and a `tether` module of its
+-- own (`tether.worker.check_cancelled`, `tether.worker.call`,
+-- `tether.Cancelled`, `tether.WorkerError`). Threads start when a call finds
+-- none idle, are reused, and end after idling for 10 seconds; `tether.run`
+-- returns only after every worker it started has finished.
+--
+-- Values cross by copy: nil, booleans, integers and floats (kept apart),
+-- strings, and tables of these, deep-copied; a table reached twice (or in a
+-- cycle) arrives as one table; metatables stay behind; trailing nils are
+-- kept.
+-- @section workers
+
+--- Runs `fn(...)` in a worker thread and returns its results. A checkpoint.
+-- `fn` is a Lua function whose only upvalue, if any, is `_ENV` (it is moved
+-- with `string.dump`: it sees the worker's globals, not the caller's), or a
+-- string `"module.function"`: the worker `require`s `"module"` and calls its
+-- field `function` (`"a.b.fn"` requires `"a.b"`).
+--
+-- `opts.cancel` says what cancelling the caller does:
+--
+-- * `"interrupt"` (the default): the worker raises `Cancelled` at its next
+-- Lua instruction; its `<close>` variables run, and a `Cancelled` it
+-- swallows with `pcall` comes back at the next instruction. The caller
+-- raises `Cancelled` once the worker has stopped. A worker blocked in C
+-- (a long `os.execute`, a C library call) is interrupted when it returns to
+-- Lua, and waited for meanwhile.
+-- * `"wait"`: the worker is not interrupted (`check_cancelled` raises in
+-- it); the caller waits for it, shielded, returns its results, and raises
+-- `Cancelled` at its next checkpoint.
+-- * `"abandon"`: the caller raises `Cancelled` at once; the worker's results
+-- are discarded, and its limiter token is released only when it really
+-- ends.
+-- @function to_thread
+-- @tparam[opt] table opts `limiter` (a `CapacityLimiter`; default one limiter
+-- of 16 tokens shared by every call without one), `cancel` (`"interrupt"`,
+-- `"wait"` or `"abandon"`)
+-- @tparam function|string fn
+-- @param ... arguments (copied)
+-- @return fn's results (copied)
+-- @raise `WorkerError` when `fn` raises in the worker (its `message` and
+-- `traceback`), or a result cannot cross; `Cancelled`; a misuse error
+-- (`tether.to_thread: argument 2 is a function ...`) when `fn` or an
+-- argument cannot cross, or outside `tether.run`
+-- @usage
+-- local digest = tether.to_thread(function(path)
+--   local f = assert(io.open(path, "rb"))
+--   local data = f:read("a")
+--   f:close()
+--   return #data, data:sub(1, 16)
+-- end, "/etc/hostname")
+-- local n = tether.to_thread({ cancel = "wait" }, "string.rep", "ab", 3)
+
+--- Makes `fn` callable from the workers of this run as
+-- `tether.worker.call(name, ...)`. The call runs `fn` in the loop, as part
+-- of the `to_thread` caller's task (in its cancel scope: `fn` may block and
+-- is cancelled with the caller), and copies its results back to the worker.
+-- Exposed functions belong to the current run.
+-- @function worker.expose
+-- @tparam string name
+-- @tparam function fn
+-- @raise misuse errors for a bad name or function, or outside `tether.run`
+-- @usage
+-- tether.worker.expose("log", function(line) logfile:send(line .. "\n") end)
+-- tether.to_thread(function()
+--   require("tether").worker.call("log", "hello from a worker")
+-- end)
+
+--- In a worker: runs the function the main program exposed as `name` and
+-- returns its results. Outside a worker it raises a misuse error.
+-- @function worker.call
+-- @tparam string name
+-- @param ... arguments (copied)
+-- @return the exposed function's results (copied)
+-- @raise `WorkerError` (in the worker) when the exposed function raises;
+-- `Cancelled` when the caller is cancelled meanwhile; an error for an
+-- unknown name or a value that cannot cross
+
+--- In a worker: raises `Cancelled` if the caller of `to_thread` was
+-- cancelled (in every mode). Outside a worker it raises a misuse error.
+-- @function worker.check_cancelled
 
 --- Errors.
 -- Every error tether raises on purpose is a table whose metatable is one of

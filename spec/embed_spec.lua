@@ -38,6 +38,7 @@ local PROGRAMS = {
   embed_misuse = { pc = "lua5.4 libuv" },
   embed_step = { pc = "lua5.4 libuv" },
   embed_luv = { pc = "lua5.4-luv lua5.4 libuv", optional = "lua5.4-luv" },
+  embed_workers = { pc = "lua5.4 libuv" },
 }
 
 ---------------------------------------------------------------------------------------
@@ -299,6 +300,20 @@ describe("embedding tether in a C host", function()
       "B: SIGUSR1 reaches the host's handler after lua_close",
       "B: host loop ran until no handle was left (0 left)",
       "uv_loop_close: 0",
+      "PASS",
+    })
+  end)
+
+  it("runs worker threads on the host's loop, and ends them with tether_shutdown or "
+     .. "lua_close while they spin", function()
+    local out, status = run("embed_workers")
+    assert_transcript(out, status, {
+      "A: done 1, ok 1, result 41",
+      "B: worker running",
+      "B: done 1, ok 0",
+      "C: worker running",
+      "C: lua_close returned; done 0",
+      "handles left: 0",
       "PASS",
     })
   end)

@@ -16,6 +16,7 @@ local fs = require "tether.fs"
 local tasktree = require "tether.tasktree"
 local callback = require "tether.callback"
 local udp = require "tether.udp"
+local worker = require "tether.worker"
 
 local tether = {
   _VERSION = core._VERSION,
@@ -68,6 +69,10 @@ end
 for _, name in ipairs { "open_udp" } do
   tether[name] = udp[name]
 end
+
+tether.to_thread = worker.to_thread
+tether.worker = { expose = worker.expose, call = worker.call,
+  check_cancelled = worker.check_cancelled }
 
 -- Signal numbers of this platform: tether.SIGTERM, tether.SIGINT, ...
 for name, value in pairs(core) do

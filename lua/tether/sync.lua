@@ -481,6 +481,28 @@ function limiter_methods:release()
   grant(self)
 end
 
+-- Limiters whose token a worker job holds (see tether.to_thread's "abandon").
+local token_of = setmetatable({}, { __mode = "k" })
+
+--- Moves the running task's token of `limiter` to `holder` (a worker job
+-- whose caller left); `release_token_of(holder)` gives it back.
+function sync.pass_token(limiter, holder)
+  -- What may fail for want of memory comes first: then nothing changed.
+  token_of[holder] = limiter
+  limiter._borrowers[holder] = true
+  limiter._borrowers[task_id()] = nil
+end
+
+--- Releases the token `pass_token` gave to `holder`, if any.
+function sync.release_token_of(holder)
+  local limiter = token_of[holder]
+  if limiter == nil then return end
+  token_of[holder] = nil
+  limiter._borrowers[holder] = nil
+  limiter._borrowed = limiter._borrowed - 1
+  grant(limiter)
+end
+
 -- }======================================================================
 
 -- {======================================================================
