@@ -15,19 +15,10 @@ os.remove(dir)
 assert(os.execute("mkdir -p " .. dir))
 
 local function put(name, data)
-  local path = dir .. "/" .. name
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(data))
-  assert(f:close())
-  return path
+  return helper.write_file(dir .. "/" .. name, data)
 end
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local data = f:read("a")
-  f:close()
-  return data
-end
+local slurp = helper.read_file
 
 -- A 10 MB text: lines from 0 to ~300 bytes, a few of 1.5 MB (longer than the largest
 -- read-ahead block), \r\n here and there.

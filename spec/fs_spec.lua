@@ -15,19 +15,7 @@ local root = os.tmpname()
 os.remove(root)
 assert(os.execute("mkdir -p " .. root))
 
-local function put(path, data)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(data))
-  assert(f:close())
-  return path
-end
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local data = f:read("a")
-  f:close()
-  return data
-end
+local put, slurp = helper.write_file, helper.read_file
 
 -- The names in a directory, as `ls -A` lists them, sorted.
 local function ls(path)

@@ -11,6 +11,8 @@
 --                                       than normal this run is (valgrind, ASan)
 --   helper.run_script(code)             runs code in a child lua5.4; returns its
 --                                       stdout and stderr (merged), exit status
+--   helper.write_file(path, data)       writes a file with Lua's io; returns path
+--   helper.read_file(path)              a file's content, read with Lua's io
 local helper = {}
 
 -- Slow runners (valgrind, ASan) set TETHER_TEST_TIME_SCALE (the Makefile does) to
@@ -154,6 +156,23 @@ local function find_lua()
 end
 
 helper.lua5_4 = find_lua()
+
+--- Writes `data` to the file at `path` (binary, replacing it) with Lua's io; returns
+--- `path`.
+function helper.write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(data))
+  assert(f:close())
+  return path
+end
+
+--- The whole content of the file at `path`, read with Lua's io.
+function helper.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local data = f:read("a")
+  f:close()
+  return data
+end
 
 --- The number of descriptors this process has open (after a full collection, so that
 --- objects closed by __gc are counted closed).

@@ -1,1 +1,0 @@
-build-dev/obj/invariants.o: csrc/invariants.c
