@@ -239,7 +239,7 @@ asan-test: asan
 # Specs under valgrind, against the normal build.
 valgrind: module
 	@echo "== specs under valgrind ($(BUILDDIR)/tether/core.so)"
-	$(call test_env,$(BUILDDIR)) TETHER_TEST_TIME_SCALE=$(VALGRIND_TIME_SCALE) \
+	$(call test_env,$(BUILDDIR)) TETHER_TEST_TIME_SCALE=$(VALGRIND_TIME_SCALE) TETHER_TEST_VALGRIND=1 \
 	$(call timed,$(VALGRIND) $(VALGRIND_FLAGS) $(call busted_cmd,$(BUILDDIR)),valgrind run)
 
 # The memory-exhaustion sweep (spec/support/oom_host.c): every program of

@@ -9,6 +9,7 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <signal.h>
 #include <uv.h>
 
 #include "heap.h"
@@ -560,6 +561,8 @@ TETHER__HIDDEN unsigned tether__sig_release (struct sigloop *l, int signum,
 TETHER__HIDDEN void tether__sig_drain (struct sigloop *l);
 TETHER__HIDDEN int tether__sig_ignored (int signum);
 TETHER__HIDDEN void tether__sig_interrupted (struct sigloop *l);
+TETHER__HIDDEN void tether__sig_block_all (sigset_t *old);
+TETHER__HIDDEN void tether__sig_unblock (const sigset_t *old);
 TETHER__HIDDEN void tether__sig_spawning (void);
 TETHER__HIDDEN void tether__sig_spawned (void);
 

@@ -77,12 +77,15 @@ static void *reap (void *arg) {
 static void hand_to_reaper (int pid, int group) {
   pthread_attr_t attr;
   pthread_t thread;
+  sigset_t mask;
   kill(group ? -pid : pid, SIGKILL);
   if (pthread_attr_init(&attr) != 0)
     return;
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   pthread_attr_setstacksize(&attr, 64 * 1024);
+  tether__sig_block_all(&mask);
   pthread_create(&thread, &attr, reap, (void *)(intptr_t)pid);
+  tether__sig_unblock(&mask);
   pthread_attr_destroy(&attr);
 }
 

@@ -362,6 +362,23 @@ void tether__sig_spawned (void) {
   end_write(&old);
 }
 
+/*
+** tether's own threads (workers, the reaper) take no signals: a signal the
+** program sends itself is then handled by the thread that sent it, before
+** kill returns, as in a program of one thread (and a burst of them is
+** never merged while another thread is slow to take the first). A thread
+** started between these two calls inherits the mask.
+*/
+void tether__sig_block_all (sigset_t *old) {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, old);
+}
+
+void tether__sig_unblock (const sigset_t *old) {
+  pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
 int tether__sig_ignored (int signum) {
   struct sigaction now;
   sigset_t old;

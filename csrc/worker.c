@@ -41,6 +41,7 @@ void tether__pool_call (struct pool *p, struct worker *w, struct job *j) {
 /* Starts a thread for the pool; 0 or a libuv error. */
 static int start_worker (struct pool *p) {
   struct worker *w = calloc(1, sizeof *w);
+  sigset_t mask;
   int err;
   if (w == NULL)
     return UV_ENOMEM;
@@ -51,7 +52,9 @@ static int start_worker (struct pool *p) {
     return err;
   }
   queue_insert_tail(&p->workers, &w->node);
+  tether__sig_block_all(&mask);
   err = uv_thread_create(&w->thread, worker_main, w);
+  tether__sig_unblock(&mask);
   if (err < 0) {
     queue_remove(&w->node);
     uv_cond_destroy(&w->replied);

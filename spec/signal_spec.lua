@@ -423,7 +423,15 @@ describe("tether.open_signal_receiver", function()
           total, reads = total + count, reads + 1
         end
       end)
-      assert.equal(1000, total)
+      -- A signal the process sends itself is handled before kill returns, so none
+      -- merges with the next. Under valgrind, which takes signals for the program and
+      -- hands them on later, deliveries merge once the process has other threads
+      -- (libuv's thread pool, started by earlier specs).
+      if os.getenv("TETHER_TEST_VALGRIND") then
+        assert.is_true(total >= 1 and total <= 1000, total)
+      else
+        assert.equal(1000, total)
+      end
       assert.is_true(reads <= 1000)
     end)
   end)
