@@ -519,7 +519,8 @@ describe("processes", function()
         local ok, err = pcall(function()
           local owner = tether.CancelScope {}
           owner:run(function()
-            p = open_process({ "sleep", "100" }, { terminate = { "SIGTERM", 0.1, "SIGKILL" } })
+            p = open_process({ "sleep", "100" },
+              { stdout = "pipe", terminate = { "SIGTERM", 0.1, "SIGKILL" } })
             local _ <close> = p
             tracer = open_process({ "perl", "-e", "syscall(101, 0x4206, $ARGV[0] + 0, 0, 0) "
               .. "== 0 or die qq(ptrace: $!\\n); $| = 1; print qq(seized\\n); sleep 100",
@@ -537,6 +538,7 @@ describe("processes", function()
         assert.matches("did not exit 5 s after SIGKILL", err.message)
         assert.is_true(tether.current_time() - t0 >= 5)
         assert.has_error(function() p:wait() end)
+        helper.raises("ClosedResourceError", p.stdout.receive, p.stdout) -- closed all the same
         within(5, function() -- the tracer is gone: the reaper gets the child
           while proc_stat(p.pid) do tether.sleep(0.01) end
         end)

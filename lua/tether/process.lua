@@ -262,10 +262,12 @@ end
 
 -- The termination ladder, shielded: each signal of `terminate` (to the
 -- group), each grace period waited out unless the process is gone before;
--- then SIGKILL, and at most KILL_BOUND more seconds.
+-- then SIGKILL, and at most KILL_BOUND more seconds. The pipes close
+-- whatever the outcome.
 local function terminate_owned(p)
   local h = p._handle
-  core.CancelScope { shield = true }:run(function()
+  local shielded = core.CancelScope { shield = true }
+  local ok, err = pcall(shielded.run, shielded, function()
     local steps = p._terminate
     for i = 1, #steps, 2 do
       if not lingers(p) then break end
@@ -282,6 +284,7 @@ local function terminate_owned(p)
     end
   end)
   close_pipes(p)
+  if not ok then error(err, 0) end
 end
 
 local function process_error(cmd, code, sig, out, err)
