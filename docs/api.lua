@@ -777,6 +777,7 @@
 -- local err, stat = tether.wait_callback(function(done)
 --   uv.fs_stat("/etc/hosts", done)
 -- end)
+
 --- Worker threads.
 -- Lua code runs in parallel on a pool of tether's own OS threads (never
 -- libuv's thread pool, which name lookups use), each with a `lua_State` of
@@ -1727,6 +1728,7 @@
 --- Stops watching and drops the queued changes. Idempotent, not a
 -- checkpoint; a blocked `receive` raises `ClosedResourceError`.
 -- @function Watcher:close
+
 --- A child process, from `open_process` or `tg:start(tether.run_process, ...)`.
 -- A to-be-closed value (see `open_process`).
 --
@@ -1757,6 +1759,7 @@
 --- Sends SIGKILL, to the whole process group when the process leads one.
 -- @function Process:kill
 -- @treturn boolean whether it was sent
+
 --- A virtual clock made by `tether.MockClock`. Fields: `rate` and
 -- `autojump_threshold` (read and write).
 -- @type MockClock
