@@ -162,9 +162,7 @@ static int core_open_file (lua_State *L) {
   struct task *t;
   int flags, err;
   const char *mode;
-  if (lua_type(L, 1) != LUA_TSTRING)
-    return tether__fname_error(L, fname, "path must be a string, got %s",
-                               luaL_typename(L, 1));
+  tether__fs_check_path(L, 1, fname, "path");
   if (!lua_isnoneornil(L, 2) && lua_type(L, 2) != LUA_TSTRING)
     return tether__fname_error(L, fname, "mode must be a string, got %s",
                                luaL_typename(L, 2));

@@ -145,11 +145,9 @@ static int fs_call (lua_State *L, enum fs_op op, lua_CFunction self) {
   uv_fs_t *req;
   const char *p1, *p2;
   for (i = 0; d->args[i] != '\0'; i++) {
-    if (d->args[i] == 'p' && lua_type(L, i + 1) != LUA_TSTRING)
-      return tether__fname_error(L, d->fname,
-                                 "argument #%d must be a path (a string), "
-                                 "got %s",
-                                 i + 1, luaL_typename(L, i + 1));
+    if (d->args[i] == 'p')
+      tether__fs_check_path(L, i + 1, d->fname,
+                            i == 0 ? "argument #1" : "argument #2");
     if (d->args[i] == 'i' && !lua_isinteger(L, i + 1))
       return tether__fname_error(L, d->fname,
                                  "argument #%d must be an integer mode (such "

@@ -89,9 +89,7 @@ static int core_dir (lua_State *L) {
   struct fs_req *r;
   struct task *t;
   int err;
-  if (lua_type(L, 1) != LUA_TSTRING)
-    return tether__fname_error(L, fname, "path must be a string, got %s",
-                               luaL_typename(L, 1));
+  tether__fs_check_path(L, 1, fname, "path");
   lua_settop(L, 1);
   t = tether__check_task(L, c, fname);
   if (t->scope->effective)

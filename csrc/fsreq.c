@@ -18,6 +18,7 @@
 */
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -105,6 +106,24 @@ struct fs_req *tether__fs_request (lua_State *L, struct ctx *c, size_t buflen,
 void tether__fs_attach (struct fs_req *r, struct fd_owner *o) {
   r->owner = o;
   o->inflight++;
+}
+
+/*
+** The path at 'idx', or a misuse error naming 'fname' and 'what' the
+** argument is: a string without NUL bytes (libuv takes C strings, so
+** "a\0b" would silently be the file "a").
+*/
+const char *tether__fs_check_path (lua_State *L, int idx, const char *fname,
+                                   const char *what) {
+  size_t len;
+  const char *path;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    tether__fname_error(L, fname, "%s must be a string, got %s", what,
+                        luaL_typename(L, idx));
+  path = lua_tolstring(L, idx, &len);
+  if (strlen(path) != len)
+    tether__fname_error(L, fname, "%s must not contain NUL bytes", what);
+  return path;
 }
 
 struct fs_req *tether__fs_box (lua_State *L, int idx) {

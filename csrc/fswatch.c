@@ -169,9 +169,7 @@ static int core_watch (lua_State *L) {
   const char *fname = "tether.fs.watch";
   struct ctx *c = CTX(L);
   struct task *t;
-  if (lua_type(L, 1) != LUA_TSTRING)
-    return tether__fname_error(L, fname, "path must be a string, got %s",
-                               luaL_typename(L, 1));
+  tether__fs_check_path(L, 1, fname, "path");
   lua_settop(L, 1);
   t = tether__check_task(L, c, fname);
   return tether__reschedule(L, t, 0, watch_k);

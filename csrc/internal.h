@@ -714,6 +714,9 @@ TETHER__HIDDEN void tether__open_fsreq (lua_State *L, struct ctx *c);
 TETHER__HIDDEN struct fs_req *tether__fs_request (lua_State *L, struct ctx *c,
                                                   size_t buflen, int is_fs);
 TETHER__HIDDEN struct fs_req *tether__fs_box (lua_State *L, int idx);
+TETHER__HIDDEN const char *tether__fs_check_path (lua_State *L, int idx,
+                                                  const char *fname,
+                                                  const char *what);
 TETHER__HIDDEN void tether__fs_drop (lua_State *L, int idx);
 TETHER__HIDDEN void tether__fs_free (struct fs_req *r);
 TETHER__HIDDEN void tether__fs_attach (struct fs_req *r, struct fd_owner *o);

@@ -170,9 +170,7 @@ static int core_read_file (lua_State *L) {
   struct fs_req *r;
   struct task *t;
   int err;
-  if (lua_type(L, 1) != LUA_TSTRING)
-    return tether__fname_error(L, fname, "path must be a string, got %s",
-                               luaL_typename(L, 1));
+  tether__fs_check_path(L, 1, fname, "path");
   if (!lua_isnoneornil(L, 2) &&
       (!lua_isinteger(L, 2) || lua_tointeger(L, 2) < 0))
     return tether__fname_error(L, fname,
@@ -286,9 +284,7 @@ static int core_write_file (lua_State *L) {
   const char *data;
   size_t len;
   int err;
-  if (lua_type(L, 1) != LUA_TSTRING)
-    return tether__fname_error(L, fname, "path must be a string, got %s",
-                               luaL_typename(L, 1));
+  tether__fs_check_path(L, 1, fname, "path");
   if (lua_type(L, 2) != LUA_TSTRING)
     return tether__fname_error(L, fname, "data must be a string, got %s",
                                luaL_typename(L, 2));

@@ -259,6 +259,8 @@ describe("File misuse", function()
   it("raises errors naming the function", function()
     helper.run(function()
       helper.misuse("^tether.open_file: path must be a string", tether.open_file, 1)
+      helper.misuse("^tether.open_file: path must not contain NUL bytes", tether.open_file,
+        "/etc/hosts\0.bak")
       helper.misuse("^tether.open_file: invalid mode 'rw'", tether.open_file, files.crlf, "rw")
       helper.misuse("^tether.open_file: mode must be a string", tether.open_file, files.crlf, 1)
       local f = tether.open_file(files.crlf)

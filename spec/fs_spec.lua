@@ -314,13 +314,20 @@ describe("tether.fs misuse", function()
       helper.misuse("^tether.fs.write_file: data must be a string", fs.write_file, "x", 1)
       helper.misuse("^tether.fs.write_file: unknown option atomc", fs.write_file, "x", "",
         { atomc = 1 })
-      helper.misuse("^tether.fs.stat: argument #1 must be a path", fs.stat, {})
+      helper.misuse("^tether.fs.stat: argument #1 must be a string, got table", fs.stat, {})
       helper.misuse("^tether.fs.chmod: argument #2 must be an integer mode", fs.chmod, "x", "755")
       helper.misuse("^tether.fs.mkdir: options must be a table", fs.mkdir, "x", true)
       helper.misuse("^tether.fs.remove: path must be a string", fs.remove, 1)
       helper.misuse("^tether.fs.dir: path must be a string", fs.dir, 1)
       helper.misuse("^tether.fs.watch: path must be a string", fs.watch, 1)
-      helper.misuse("^tether.fs.rename: argument #2 must be a path", fs.rename, "a", nil)
+      -- libuv takes C strings: a path with a NUL byte would name another file
+      helper.misuse("^tether.fs.read_file: path must not contain NUL bytes", fs.read_file,
+        root .. "/x\0y")
+      helper.misuse("^tether.fs.stat: argument #1 must not contain NUL bytes", fs.stat, "/\0")
+      helper.misuse("^tether.fs.rename: argument #2 must not contain NUL bytes", fs.rename,
+        root .. "/a", root .. "/b\0")
+      helper.misuse("^tether.fs.dir: path must not contain NUL bytes", fs.dir, "/\0")
+      helper.misuse("^tether.fs.rename: argument #2 must be a string, got nil", fs.rename, "a", nil)
       helper.assert_task_still_works()
     end)
     helper.misuse("^tether.fs.stat: called outside tether.run", fs.stat, "/")
