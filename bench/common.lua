@@ -105,6 +105,14 @@ function common.ns_per_op(clock, n, fn)
   return (clock() - t0) / n * 1e9
 end
 
+--- Runs `fn(warm)` (caches, pools and the heap reach their steady state), a
+-- full collection, then times `fn(n)`: nanoseconds per operation.
+function common.warm_ns_per_op(clock, warm, n, fn)
+  fn(warm)
+  common.full_gc()
+  return common.ns_per_op(clock, n, fn)
+end
+
 --- The interpreter running this script (arg[-1], or further left when it was
 -- given options), for starting more processes.
 function common.interpreter()

@@ -41,9 +41,7 @@ local function tether_variant(levels)
   local loop = nested(tether.coroutine.wrap, function() sleep(0) end, levels)
   local ns
   tether.run(function()
-    loop(WARM)
-    common.full_gc()
-    ns = common.ns_per_op(clock, N, loop)
+    ns = common.warm_ns_per_op(clock, WARM, N, loop)
   end)
   return ns
 end
@@ -60,9 +58,7 @@ function run.cqueues()
   local cq = cqueues.new()
   local ns
   cq:wrap(function()
-    loop(WARM)
-    common.full_gc()
-    ns = common.ns_per_op(clock, N, loop)
+    ns = common.warm_ns_per_op(clock, WARM, N, loop)
   end)
   assert(cq:loop())
   return ns

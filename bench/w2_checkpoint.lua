@@ -34,9 +34,7 @@ local function tether_variant(name)
   local loop = name == "sleep" and loop_of(tether.sleep, 0) or loop_of(tether.checkpoint)
   local ns
   tether.run(function()
-    loop(WARM)
-    common.full_gc()
-    ns = common.ns_per_op(clock, N, loop)
+    ns = common.warm_ns_per_op(clock, WARM, N, loop)
   end)
   return ns
 end
@@ -52,9 +50,7 @@ function run.floor()
   local function loop(n)
     for _ = 1, n do resume(co) end
   end
-  loop(WARM)
-  common.full_gc()
-  return common.ns_per_op(clock, N, loop)
+  return common.warm_ns_per_op(clock, WARM, N, loop)
 end
 
 function run.cqueues()
@@ -63,12 +59,8 @@ function run.cqueues()
   local ns, sleep0_ns
   local poll_loop, sleep_loop = loop_of(cqueues.poll), loop_of(cqueues.sleep, 0)
   cq:wrap(function()
-    poll_loop(WARM)
-    common.full_gc()
-    ns = common.ns_per_op(clock, N, poll_loop)
-    sleep_loop(WARM)
-    common.full_gc()
-    sleep0_ns = common.ns_per_op(clock, N, sleep_loop)
+    ns = common.warm_ns_per_op(clock, WARM, N, poll_loop)
+    sleep0_ns = common.warm_ns_per_op(clock, WARM, N, sleep_loop)
   end)
   assert(cq:loop())
   return ns, { { "sleep0_ns_per_op", sleep0_ns } }
@@ -79,9 +71,7 @@ function run.luv()
   local loop = loop_of(sched.yield)
   local ns
   sched.run(function()
-    loop(WARM)
-    common.full_gc()
-    ns = common.ns_per_op(clock, N, loop)
+    ns = common.warm_ns_per_op(clock, WARM, N, loop)
   end)
   return ns
 end
