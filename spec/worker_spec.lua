@@ -96,7 +96,11 @@ describe("tether.to_thread", function()
         tg.cancel_scope:cancel()
       end)
     end)
-    assert.is_true(worst < 0.5 * helper.time_scale, "a 5 ms sleep took " .. worst .. " s")
+    -- valgrind runs one thread at a time: two spinning workers take turns with the
+    -- loop in its time slices, which says nothing of tether (5.8 s seen once)
+    if not os.getenv("TETHER_TEST_VALGRIND") then
+      assert.is_true(worst < 0.5 * helper.time_scale, "a 5 ms sleep took " .. worst .. " s")
+    end
   end)
 
   it("interrupts a spinning worker on cancellation and runs its <close> variables", function()
